@@ -1,0 +1,173 @@
+//! The one error type of Strata: an opaque [`Error`] with a [`ErrorKind`].
+//!
+//! Every backend maps its own failures onto these kinds, so callers can decide
+//! what to do (retry, fall back to the database, fix their options) without
+//! knowing which backend is behind a `dyn DistributedCache`.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+/// A `Result` whose error is Strata's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The backend cannot be reached (down, refusing connections, still connecting).
+    Unavailable,
+    /// The backend did not answer within the operation timeout.
+    Timeout,
+    /// The backend refused the credentials (wrong user or password).
+    Authentication,
+    /// The entry options are not valid (an expiration in the past, a zero duration...).
+    InvalidOptions,
+    /// The key is not acceptable (empty, or longer than a configured limit).
+    InvalidKey,
+    /// The value is larger than the backend or a configured limit accepts.
+    PayloadTooLarge,
+    /// A value could not be encoded, or stored bytes could not be decoded.
+    Serialization,
+    /// The factory of a get-or-create call failed; its error is the
+    /// [`source`](StdError::source), which can be downcast to the factory's type.
+    Factory,
+    /// Any other failure reported by the backend.
+    Backend,
+}
+
+impl ErrorKind {
+    /// A short, stable, lower-case name of the kind, fit for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Authentication => "authentication",
+            ErrorKind::InvalidOptions => "invalid_options",
+            ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::Serialization => "serialization",
+            ErrorKind::Factory => "factory",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Strata error: a [`kind`](Error::kind), a message that says how to fix the
+/// problem, and optionally the underlying cause as [`source`](StdError::source).
+///
+/// Cloning is cheap (the source is shared): one failed factory run hands the
+/// same error to every caller that waited on it.
+#[derive(Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// Creates an error of `kind` with a message for the user.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause, reachable through [`StdError::source`].
+    #[must_use]
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message, without the kind or the source.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True when the backend did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+
+    /// True when the backend could not be reached or did not answer in time:
+    /// the failures a caller should ride out by falling back to the source of truth.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
+    }
+
+    /// Wraps the error of a failed factory; the message names the key.
+    pub fn factory(key: &str, source: impl StdError + Send + Sync + 'static) -> Self {
+        Self::new(
+            ErrorKind::Factory,
+            format!("the factory for {key:?} failed"),
+        )
+        .with_source(source)
+    }
+
+    pub(crate) fn invalid_options(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidOptions, message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, " ({source})")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_kind_message_and_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err =
+            Error::new(ErrorKind::Unavailable, "redis at 127.0.0.1:1 is down").with_source(io);
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert!(err.is_unavailable());
+        assert!(!err.is_timeout());
+        assert_eq!(
+            err.to_string(),
+            "unavailable: redis at 127.0.0.1:1 is down (refused)"
+        );
+        assert!(StdError::source(&err).is_some());
+    }
+}
