@@ -1,0 +1,219 @@
+//! [`ProductCache`]: how the catalog caches products, whatever the strategy
+//! (`CACHE=none|memory|redis|hybrid`), and how writes invalidate.
+//!
+//! Entries and their lifetimes:
+//!
+//! | key | value | lifetime |
+//! |---|---|---|
+//! | `product:{id}` | the product | sliding 30 min, at most 1 h (the article's defaults); L1 5 min |
+//! | `product:{id}` | "no such product" | 30 s: a short negative entry, so a flood of lookups of a missing id costs one query per 30 s; any write to the id removes it |
+//! | `products` | the full list, tag `products` | at most 20 min, sliding 2 min (the article's list entry); L1 5 min |
+//!
+//! Paged requests (`?limit=&offset=`) are sliced from the cached full list, not
+//! cached per page: one entry to invalidate instead of one per (limit, offset)
+//! pair ever asked, and a thousand products is a few hundred KiB.
+//!
+//! Every write, after its database commit, removes `product:{id}` and
+//! invalidates the tag `products` (with plain caches: removes the `products`
+//! key). A cache failure never fails a request: it is logged at warn and the
+//! database answers. Which module does what: storage is [`crate::db`]; this
+//! module only decides what to keep and for how long.
+
+mod backend;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::config::{CacheMode, Config};
+use crate::db::{ProductRepository, RepoError};
+use crate::model::{Product, ProductList};
+
+use backend::Backend;
+pub use backend::CacheError;
+
+/// The key of one product's entry.
+pub fn product_key(id: Uuid) -> String {
+    format!("product:{id}")
+}
+
+/// The key of the full list's entry.
+pub const LIST_KEY: &str = "products";
+/// The tag every list entry carries (HybridCache).
+pub const LIST_TAG: &str = "products";
+
+/// Absolute lifetime of a product entry: the article's 1 hour.
+pub const PRODUCT_EXPIRATION: Duration = Duration::from_secs(60 * 60);
+/// Sliding lifetime of a product entry: the article's 30 minutes.
+pub const PRODUCT_SLIDING: Duration = Duration::from_secs(30 * 60);
+/// Lifetime of a "no such product" entry.
+pub const NEGATIVE_EXPIRATION: Duration = Duration::from_secs(30);
+/// Absolute lifetime of the list entry: the article's 20 minutes.
+pub const LIST_EXPIRATION: Duration = Duration::from_secs(20 * 60);
+/// Sliding lifetime of the list entry: the article's 2 minutes.
+pub const LIST_SLIDING: Duration = Duration::from_secs(2 * 60);
+/// How long HybridCache keeps an entry in process memory (L1). The backplane
+/// evicts L1 copies on every write; this bounds how long a copy could live if
+/// a notice were lost anyway.
+pub const LOCAL_EXPIRATION: Duration = Duration::from_secs(5 * 60);
+
+/// The catalog's cache: a cheap `Clone` handle shared by every request.
+#[derive(Clone)]
+pub struct ProductCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    mode: CacheMode,
+    /// Database loads made on behalf of the cache (factory runs). An `Arc`
+    /// because the loader that bumps it must be `'static` for HybridCache.
+    db_loads: Arc<AtomicU64>,
+}
+
+/// Which entry a lookup is about: decides options, log and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// `product:{id}`
+    Product,
+    /// `products`
+    List,
+}
+
+impl Entry {
+    fn label(self) -> &'static str {
+        match self {
+            Entry::Product => "product",
+            Entry::List => "products",
+        }
+    }
+}
+
+impl ProductCache {
+    /// Builds the cache `config` describes. Never fails because Redis is down:
+    /// the Redis client connects in the background.
+    ///
+    /// # Errors
+    ///
+    /// An invalid Redis URL or cache setting.
+    pub fn from_config(config: &Config) -> Result<Self, CacheError> {
+        let backend = Backend::from_config(config)?;
+        Ok(Self::with_backend(backend, config.cache))
+    }
+
+    /// A cache that caches nothing (`CACHE=none`).
+    pub fn disabled() -> Self {
+        Self::with_backend(Backend::None, CacheMode::None)
+    }
+
+    fn with_backend(backend: Backend, mode: CacheMode) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                mode,
+                db_loads: Arc::new(AtomicU64::new(0)),
+            }),
+        }
+    }
+
+    /// The strategy in use.
+    pub fn mode(&self) -> CacheMode {
+        self.inner.mode
+    }
+
+    /// A one-line description of the layers in use, for logs and readiness.
+    pub fn topology(&self) -> &'static str {
+        self.inner.backend.topology()
+    }
+
+    /// How many times the database was read on behalf of the cache since
+    /// start: one per miss. A second GET that leaves this unchanged was served
+    /// from the cache; tests assert hits with it.
+    pub fn db_loads(&self) -> u64 {
+        self.inner.db_loads.load(Ordering::Relaxed)
+    }
+
+    /// One product, from the cache or the database.
+    ///
+    /// # Errors
+    ///
+    /// Only the database's error; cache failures fall back to the database.
+    pub async fn product(
+        &self,
+        repo: &Arc<dyn ProductRepository>,
+        id: Uuid,
+    ) -> Result<Option<Product>, RepoError> {
+        let repo = repo.clone();
+        let load = move || {
+            let repo = repo.clone();
+            async move { repo.get(id).await }
+        };
+        self.fetch(Entry::Product, &product_key(id), load).await
+    }
+
+    /// Every product, from the cache or the database.
+    ///
+    /// # Errors
+    ///
+    /// Only the database's error; cache failures fall back to the database.
+    pub async fn list(&self, repo: &Arc<dyn ProductRepository>) -> Result<ProductList, RepoError> {
+        let repo = repo.clone();
+        let load = move || {
+            let repo = repo.clone();
+            async move { repo.list().await.map(|v| ProductList(Arc::new(v))) }
+        };
+        self.fetch(Entry::List, LIST_KEY, load).await
+    }
+
+    /// Looks `key` up and loads it on a miss, counting and logging which it was.
+    async fn fetch<T, F, Fut>(&self, entry: Entry, key: &str, load: F) -> Result<T, RepoError>
+    where
+        T: backend::Cacheable,
+        F: Fn() -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, RepoError>> + Send + 'static,
+    {
+        // `ran` says whether this call's loader ran: a miss for this request.
+        let ran = Arc::new(AtomicBool::new(false));
+        let counted = {
+            let ran = ran.clone();
+            let loads = self.inner.db_loads.clone();
+            move || {
+                ran.store(true, Ordering::Relaxed);
+                loads.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("catalog_db_loads_total", "entry" => entry.label()).increment(1);
+                load()
+            }
+        };
+        let result = self.inner.backend.get_or_load(key, entry, counted).await;
+        if self.inner.mode != CacheMode::None {
+            let outcome = if ran.load(Ordering::Relaxed) {
+                "miss"
+            } else {
+                "hit"
+            };
+            tracing::debug!(key, outcome, "cache {outcome} for {key}");
+            metrics::counter!(
+                "catalog_cache_lookups_total",
+                "entry" => entry.label(),
+                "result" => outcome
+            )
+            .increment(1);
+        }
+        result
+    }
+
+    /// Invalidates what a write to product `id` changed: its own entry and the
+    /// list. Call after the database commit. Never fails: a cache that cannot
+    /// be reached is logged, and the entries expire on their own.
+    pub async fn invalidate(&self, id: Uuid) {
+        self.inner.backend.invalidate(&product_key(id)).await;
+    }
+
+    /// The state of the remote part of the cache (Redis): `None` when there is
+    /// none, otherwise `Ok` or why it is unreachable.
+    pub async fn health(&self) -> Option<Result<(), String>> {
+        self.inner.backend.health().await
+    }
+}

@@ -1,0 +1,6 @@
+//! The HTTP resources, one `router()` each: [`products`], [`health`],
+//! [`docs`] (OpenAPI and its page). They are merged in [`crate::app::build_app`].
+
+pub mod docs;
+pub mod health;
+pub mod products;
