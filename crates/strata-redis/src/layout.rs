@@ -1,0 +1,120 @@
+//! The storage layout of Microsoft.Extensions.Caching.StackExchangeRedis, and
+//! the server-side scripts that read it in one round trip.
+//!
+//! One HASH per entry at `instance_name + key`:
+//!
+//! | field    | value                                                            |
+//! |----------|------------------------------------------------------------------|
+//! | `absexp` | absolute expiration, UTC `DateTimeOffset` ticks (100 ns since 0001-01-01), or `-1` |
+//! | `sldexp` | sliding expiration, `TimeSpan` ticks, or `-1`                    |
+//! | `data`   | the value's bytes                                                |
+//!
+//! The key's TTL is the entry's next deadline: `min(sliding, absexp - now)`.
+//! The .NET provider sets it in whole seconds with `EXPIRE`; we set it in
+//! milliseconds with `PEXPIRE`, which it reads the same way. Where that
+//! provider reads and then renews in two round trips, [`GET_SCRIPT`] does both
+//! atomically on the server.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// .NET ticks (100 ns units since 0001-01-01T00:00:00Z) of the Unix epoch.
+pub(crate) const UNIX_EPOCH_TICKS: i64 = 621_355_968_000_000_000;
+/// How the layout says "not set".
+pub(crate) const NOT_SET: i64 = -1;
+
+/// The hash field of the absolute expiration.
+pub(crate) const ABSOLUTE_FIELD: &str = "absexp";
+/// The hash field of the sliding expiration.
+pub(crate) const SLIDING_FIELD: &str = "sldexp";
+/// The hash field of the value.
+pub(crate) const DATA_FIELD: &str = "data";
+
+/// The largest value Redis accepts in one bulk string (`proto-max-bulk-len`).
+pub(crate) const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
+
+/// `DateTimeOffset.UtcTicks` of `at`.
+pub(crate) fn ticks_of(at: SystemTime) -> i64 {
+    let since_epoch = match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos() / 100).unwrap_or(i128::MAX),
+        Err(e) => -i128::try_from(e.duration().as_nanos() / 100).unwrap_or(i128::MAX),
+    };
+    i64::try_from(i128::from(UNIX_EPOCH_TICKS) + since_epoch).unwrap_or(i64::MAX)
+}
+
+/// `TimeSpan.Ticks` of `d`.
+pub(crate) fn timespan_ticks(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos() / 100).unwrap_or(i64::MAX)
+}
+
+/// A TTL in whole milliseconds, rounded up so that an entry never expires
+/// before its deadline; at least 1 (`PEXPIRE 0` would delete at once).
+pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
+    let ms = ttl.as_nanos().div_ceil(1_000_000).max(1);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+// Both scripts: KEYS[1] = the entry, ARGV[1] = now in .NET ticks (the writer's
+// clock decides, as in .NET, since absexp was computed on a client clock).
+// Lua numbers are doubles: ticks near 6.4e17 lose 7 bits (13 us), far below the
+// millisecond precision we promise. `string.format('%d')` keeps large TTLs out
+// of exponent notation, which PEXPIRE would reject.
+
+/// Reads an entry and renews its sliding expiration, atomically; returns the
+/// `data` field or nil. An entry whose absolute expiration has passed on the
+/// caller's clock reads as missing.
+pub(crate) const GET_SCRIPT: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'absexp', 'sldexp', 'data')
+local sld = tonumber(v[2])
+if sld ~= nil and sld > 0 then
+  local ttl = sld
+  local abs = tonumber(v[1])
+  if abs ~= nil and abs > 0 then
+    local left = abs - tonumber(ARGV[1])
+    if left < ttl then ttl = left end
+  end
+  if ttl <= 0 then return false end
+  redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(ttl / 10000)))
+end
+return v[3]
+";
+
+/// Renews the sliding expiration of an entry without reading its value.
+pub(crate) const REFRESH_SCRIPT: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'absexp', 'sldexp')
+local sld = tonumber(v[2])
+if sld ~= nil and sld > 0 then
+  local ttl = sld
+  local abs = tonumber(v[1])
+  if abs ~= nil and abs > 0 then
+    local left = abs - tonumber(ARGV[1])
+    if left < ttl then ttl = left end
+  end
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(ttl / 10000)))
+  end
+end
+return 0
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_match_dotnet() {
+        assert_eq!(ticks_of(UNIX_EPOCH), 621_355_968_000_000_000);
+        // DateTimeOffset(2024-01-01T00:00:00Z).UtcTicks
+        let new_year = UNIX_EPOCH + Duration::from_secs(1_704_067_200);
+        assert_eq!(ticks_of(new_year), 638_396_640_000_000_000);
+        // TimeSpan.FromMinutes(20).Ticks
+        assert_eq!(timespan_ticks(Duration::from_secs(1200)), 12_000_000_000);
+    }
+
+    #[test]
+    fn ttls_round_up_to_whole_milliseconds() {
+        assert_eq!(ttl_millis(Duration::from_micros(250_001)), 251);
+        assert_eq!(ttl_millis(Duration::from_millis(250)), 250);
+        assert_eq!(ttl_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(ttl_millis(Duration::ZERO), 1);
+    }
+}
