@@ -32,11 +32,14 @@
 //! - [`memory`]: [`MemoryDistributedCache`], the in-process backend.
 //! - [`backplane`]: [`Backplane`], how cache instances announce changes to
 //!   each other, and [`InProcessBackplane`].
+//! - [`hybrid`]: [`HybridCache`], the typed two-level cache (L1 in process, L2
+//!   any [`DistributedCache`]) with stampede protection, tags and fail-safe.
 
 pub mod backplane;
 pub mod codec;
 pub mod distributed;
 pub mod error;
+pub mod hybrid;
 pub mod memory;
 pub mod options;
 pub mod typed;
@@ -47,6 +50,9 @@ pub use backplane::{
 pub use codec::{Codec, Json, Postcard};
 pub use distributed::{DistributedCache, validate_key};
 pub use error::{Error, ErrorKind, Result};
+pub use hybrid::{
+    FactoryContext, HybridCache, HybridCacheBuilder, HybridEntryOptions, HybridStats,
+};
 pub use memory::MemoryDistributedCache;
 pub use options::{EntryOptions, Expiration};
 pub use typed::{DistributedCacheExt, Typed, default_options};

@@ -1,0 +1,139 @@
+//! L1 hit cost of `HybridCache::get_or_create`, against the baseline the
+//! architecture sets: a `HashMap<String, Arc<T>>` with the foldhash hasher,
+//! `get` plus a clone of the `Arc`, measured in the same run. quick_cache's own
+//! `get` is measured too: it is the floor of our hit path.
+//!
+//! Run: `taskset -c 0 cargo bench -p strata --bench hybrid_l1`.
+//! The ratio to report is `hybrid_get_or_create / hashmap_foldhash_arc`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_main};
+use metrics::{
+    Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use serde::{Deserialize, Serialize};
+use strata::{HybridCache, HybridEntryOptions};
+
+/// The small struct the bench caches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Small {
+    id: u64,
+    price_cents: i64,
+    stock: u32,
+}
+
+const KEYS: u64 = 1000;
+const HOT: &str = "product:42";
+
+fn small(id: u64) -> Small {
+    Small {
+        id,
+        price_cents: 1999,
+        stock: 7,
+    }
+}
+
+/// A recorder whose counters are atomics: what a Prometheus exporter costs
+/// on the hit path, roughly (one virtual call, one atomic add).
+struct AtomicRecorder;
+
+struct AtomicCounter(AtomicU64);
+
+impl CounterFn for AtomicCounter {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::Relaxed);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.fetch_max(value, Ordering::Relaxed);
+    }
+}
+
+impl Recorder for AtomicRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(Arc::new(AtomicCounter(AtomicU64::new(0))))
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+}
+
+/// A cache with `KEYS` entries, its coarse clock ticking.
+fn filled_cache(rt: &tokio::runtime::Runtime) -> HybridCache {
+    rt.block_on(async {
+        let cache = HybridCache::builder().build();
+        let options = HybridEntryOptions::new().with_expiration(Duration::from_secs(3600));
+        for id in 0..KEYS {
+            cache
+                .set(&format!("product:{id}"), small(id), &options)
+                .await
+                .expect("set");
+        }
+        // Let the clock's ticker run once, as it does in a live service.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cache
+    })
+}
+
+fn bench_hit(c: &mut Criterion, rt: &tokio::runtime::Runtime, cache: &HybridCache, name: &str) {
+    let options = HybridEntryOptions::new();
+    c.bench_function(name, |b| {
+        b.to_async(rt).iter(|| async {
+            let value = cache
+                .get_or_create(black_box(HOT), &options, |_| async {
+                    Ok::<_, Infallible>(small(0))
+                })
+                .await;
+            black_box(value)
+        });
+    });
+}
+
+fn l1_hit(c: &mut Criterion) {
+    let mut map: HashMap<String, Arc<Small>, foldhash::fast::RandomState> = HashMap::default();
+    let qc: quick_cache::sync::Cache<String, Arc<Small>> = quick_cache::sync::Cache::new(2000);
+    for id in 0..KEYS {
+        map.insert(format!("product:{id}"), Arc::new(small(id)));
+        qc.insert(format!("product:{id}"), Arc::new(small(id)));
+    }
+    c.bench_function("l1_hit/hashmap_foldhash_arc", |b| {
+        b.iter(|| black_box(map.get(black_box(HOT)).cloned()));
+    });
+    c.bench_function("l1_hit/quick_cache_get", |b| {
+        b.iter(|| black_box(qc.get(black_box(HOT))));
+    });
+
+    let rt = runtime();
+    let cache = filled_cache(&rt);
+    bench_hit(c, &rt, &cache, "l1_hit/hybrid_get_or_create");
+
+    // The same with a metrics recorder installed before the cache is built.
+    metrics::set_global_recorder(AtomicRecorder).expect("no recorder installed yet");
+    let cache = filled_cache(&rt);
+    bench_hit(c, &rt, &cache, "l1_hit/hybrid_get_or_create_with_recorder");
+    assert!(cache.stats().l1_hits() > 0);
+}
+
+mod group {
+    #![allow(missing_docs)]
+    criterion::criterion_group!(benches, super::l1_hit);
+}
+criterion_main!(group::benches);

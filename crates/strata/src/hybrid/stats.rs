@@ -1,0 +1,193 @@
+//! Per-instance counters ([`HybridStats`]) and the `metrics` facade counters.
+//!
+//! Metric handles are registered once, when the cache is built, and kept:
+//! calling the `counter!` macro per event costs a registry lookup with a
+//! recorder installed, while incrementing a kept handle is one virtual call.
+//! The consequence: install the metrics recorder before building the cache.
+//!
+//! The L1 hit counter is striped over cache-line-padded slots chosen per
+//! thread, so that hits on many cores do not fight over one cache line.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use metrics::Counter;
+
+const STRIPES: usize = 16;
+
+/// A snapshot of one HybridCache instance's counters, since it was built.
+///
+/// # Example
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use strata::{HybridCache, HybridEntryOptions};
+///
+/// let cache = HybridCache::builder().build();
+/// let options = HybridEntryOptions::new();
+/// for _ in 0..3 {
+///     cache.get_or_create("k", &options, |_| async { Ok::<_, std::io::Error>(1) }).await?;
+/// }
+/// let stats = cache.stats();
+/// assert_eq!((stats.factory_runs(), stats.l1_hits()), (1, 2));
+/// # Ok::<(), strata::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HybridStats {
+    l1_hits: u64,
+    l2_hits: u64,
+    misses: u64,
+    factory_runs: u64,
+    stale_served: u64,
+    l2_errors: u64,
+    backplane_sent: u64,
+    backplane_received: u64,
+}
+
+impl HybridStats {
+    /// Calls answered from L1.
+    pub fn l1_hits(&self) -> u64 {
+        self.l1_hits
+    }
+    /// Fetches answered from L2 (one per coalesced fetch, not per waiting caller).
+    pub fn l2_hits(&self) -> u64 {
+        self.l2_hits
+    }
+    /// Fetches that found no usable value in L1 or L2 (one per coalesced fetch).
+    pub fn misses(&self) -> u64 {
+        self.misses
+    }
+    /// Factory runs started.
+    pub fn factory_runs(&self) -> u64 {
+        self.factory_runs
+    }
+    /// Calls answered with a stale value by fail-safe or a soft timeout.
+    pub fn stale_served(&self) -> u64 {
+        self.stale_served
+    }
+    /// L2 operations that failed or timed out (tag records included).
+    pub fn l2_errors(&self) -> u64 {
+        self.l2_errors
+    }
+    /// Notices published on the backplane.
+    pub fn backplane_sent(&self) -> u64 {
+        self.backplane_sent
+    }
+    /// Notices received from other instances.
+    pub fn backplane_received(&self) -> u64 {
+        self.backplane_received
+    }
+}
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+/// The live counters of one cache.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    l1_hits: [Padded; STRIPES],
+    l2_hits: AtomicU64,
+    misses: AtomicU64,
+    factory_runs: AtomicU64,
+    stale_served: AtomicU64,
+    l2_errors: AtomicU64,
+    backplane_sent: AtomicU64,
+    backplane_received: AtomicU64,
+    metrics: Metrics,
+}
+
+#[derive(Debug)]
+struct Metrics {
+    l1_hits: Counter,
+    l2_hits: Counter,
+    misses: Counter,
+    factory_runs: Counter,
+    stale_served: Counter,
+    l2_errors: Counter,
+    backplane_sent: Counter,
+    backplane_received: Counter,
+}
+
+/// Which per-instance counter an event bumps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    L2Hit,
+    Miss,
+    FactoryRun,
+    StaleServed,
+    L2Error,
+    BackplaneSent,
+    BackplaneReceived,
+}
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    SLOT.with(|s| *s)
+}
+
+impl Stats {
+    pub(crate) fn new() -> Self {
+        Self {
+            l1_hits: Default::default(),
+            l2_hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            factory_runs: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
+            l2_errors: AtomicU64::new(0),
+            backplane_sent: AtomicU64::new(0),
+            backplane_received: AtomicU64::new(0),
+            metrics: Metrics {
+                l1_hits: metrics::counter!("strata_hybrid_hits_total", "layer" => "l1"),
+                l2_hits: metrics::counter!("strata_hybrid_hits_total", "layer" => "l2"),
+                misses: metrics::counter!("strata_hybrid_misses_total"),
+                factory_runs: metrics::counter!("strata_hybrid_factory_runs_total"),
+                stale_served: metrics::counter!("strata_hybrid_stale_served_total"),
+                l2_errors: metrics::counter!("strata_hybrid_l2_errors_total"),
+                backplane_sent: metrics::counter!("strata_backplane_messages_sent_total"),
+                backplane_received: metrics::counter!("strata_backplane_messages_received_total"),
+            },
+        }
+    }
+
+    /// The hit path's counter: one relaxed add on this thread's stripe and one
+    /// call on the kept metric handle.
+    #[inline]
+    pub(crate) fn l1_hit(&self) {
+        self.l1_hits[stripe()].0.fetch_add(1, Ordering::Relaxed);
+        self.metrics.l1_hits.increment(1);
+    }
+
+    pub(crate) fn record(&self, event: Event) {
+        let (counter, metric) = match event {
+            Event::L2Hit => (&self.l2_hits, &self.metrics.l2_hits),
+            Event::Miss => (&self.misses, &self.metrics.misses),
+            Event::FactoryRun => (&self.factory_runs, &self.metrics.factory_runs),
+            Event::StaleServed => (&self.stale_served, &self.metrics.stale_served),
+            Event::L2Error => (&self.l2_errors, &self.metrics.l2_errors),
+            Event::BackplaneSent => (&self.backplane_sent, &self.metrics.backplane_sent),
+            Event::BackplaneReceived => {
+                (&self.backplane_received, &self.metrics.backplane_received)
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metric.increment(1);
+    }
+
+    pub(crate) fn snapshot(&self) -> HybridStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        HybridStats {
+            l1_hits: self.l1_hits.iter().map(|p| load(&p.0)).sum(),
+            l2_hits: load(&self.l2_hits),
+            misses: load(&self.misses),
+            factory_runs: load(&self.factory_runs),
+            stale_served: load(&self.stale_served),
+            l2_errors: load(&self.l2_errors),
+            backplane_sent: load(&self.backplane_sent),
+            backplane_received: load(&self.backplane_received),
+        }
+    }
+}
