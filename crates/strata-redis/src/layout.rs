@@ -14,26 +14,29 @@
 //! milliseconds with `PEXPIRE`, which it reads the same way. Where that
 //! provider reads and then renews in two round trips, [`GET_SCRIPT`] does both
 //! atomically on the server.
+//!
+//! Public for tools that read or write entries directly (an inspector, a
+//! migration script); the cache itself is the way to use them.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// .NET ticks (100 ns units since 0001-01-01T00:00:00Z) of the Unix epoch.
-pub(crate) const UNIX_EPOCH_TICKS: i64 = 621_355_968_000_000_000;
+pub const UNIX_EPOCH_TICKS: i64 = 621_355_968_000_000_000;
 /// How the layout says "not set".
-pub(crate) const NOT_SET: i64 = -1;
+pub const NOT_SET: i64 = -1;
 
 /// The hash field of the absolute expiration.
-pub(crate) const ABSOLUTE_FIELD: &str = "absexp";
+pub const ABSOLUTE_FIELD: &str = "absexp";
 /// The hash field of the sliding expiration.
-pub(crate) const SLIDING_FIELD: &str = "sldexp";
+pub const SLIDING_FIELD: &str = "sldexp";
 /// The hash field of the value.
-pub(crate) const DATA_FIELD: &str = "data";
+pub const DATA_FIELD: &str = "data";
 
 /// The largest value Redis accepts in one bulk string (`proto-max-bulk-len`).
-pub(crate) const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
+pub const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
 
 /// `DateTimeOffset.UtcTicks` of `at`.
-pub(crate) fn ticks_of(at: SystemTime) -> i64 {
+pub fn ticks_of(at: SystemTime) -> i64 {
     let since_epoch = match at.duration_since(UNIX_EPOCH) {
         Ok(d) => i128::try_from(d.as_nanos() / 100).unwrap_or(i128::MAX),
         Err(e) => -i128::try_from(e.duration().as_nanos() / 100).unwrap_or(i128::MAX),
@@ -42,7 +45,7 @@ pub(crate) fn ticks_of(at: SystemTime) -> i64 {
 }
 
 /// `TimeSpan.Ticks` of `d`.
-pub(crate) fn timespan_ticks(d: Duration) -> i64 {
+pub fn timespan_ticks(d: Duration) -> i64 {
     i64::try_from(d.as_nanos() / 100).unwrap_or(i64::MAX)
 }
 
@@ -53,16 +56,16 @@ pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
-// Both scripts: KEYS[1] = the entry, ARGV[1] = now in .NET ticks (the writer's
-// clock decides, as in .NET, since absexp was computed on a client clock).
 // Lua numbers are doubles: ticks near 6.4e17 lose 7 bits (13 us), far below the
 // millisecond precision we promise. `string.format('%d')` keeps large TTLs out
-// of exponent notation, which PEXPIRE would reject.
+// of exponent notation, which PEXPIRE would reject. The caller passes its own
+// clock, as the .NET provider does, since absexp was computed on a client clock.
 
 /// Reads an entry and renews its sliding expiration, atomically; returns the
-/// `data` field or nil. An entry whose absolute expiration has passed on the
-/// caller's clock reads as missing.
-pub(crate) const GET_SCRIPT: &str = r"
+/// `data` field or nil. `KEYS[1]` is the entry, `ARGV[1]` the caller's time in
+/// .NET ticks. An entry whose absolute expiration has passed on the caller's
+/// clock reads as missing.
+pub const GET_SCRIPT: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'absexp', 'sldexp', 'data')
 local sld = tonumber(v[2])
 if sld ~= nil and sld > 0 then
@@ -78,8 +81,9 @@ end
 return v[3]
 ";
 
-/// Renews the sliding expiration of an entry without reading its value.
-pub(crate) const REFRESH_SCRIPT: &str = r"
+/// Renews the sliding expiration of an entry without reading its value; the
+/// arguments are those of [`GET_SCRIPT`].
+pub const REFRESH_SCRIPT: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'absexp', 'sldexp')
 local sld = tonumber(v[2])
 if sld ~= nil and sld > 0 then

@@ -29,14 +29,14 @@
 //! - [`options`]: [`RedisCacheOptions`], the URL, instance name and timeouts.
 //! - [`cache`]: [`RedisCache`], the `DistributedCache`.
 //! - [`backplane`]: [`RedisBackplane`], the `Backplane`.
-//! - `layout`: the .NET storage layout (hash fields, ticks) and the Lua scripts.
+//! - [`layout`]: the .NET storage layout (hash fields, ticks) and the Lua scripts.
 //! - `link`: the self-healing connection both types run on.
 //! - `error`: how Redis failures map onto `strata::ErrorKind`.
 
 pub mod backplane;
 pub mod cache;
 mod error;
-mod layout;
+pub mod layout;
 mod link;
 pub mod options;
 
