@@ -127,6 +127,12 @@ impl InProcessBackplane {
         // No subscriber is not an error here.
         let _ = self.sender.send(BackplaneEvent::Gap);
     }
+
+    /// Number of live subscriptions. Lets tests check that a subscriber's
+    /// task ended (its [`Subscription`] was dropped).
+    pub fn subscriber_count(&self) -> usize {
+        self.sender.receiver_count()
+    }
 }
 
 #[async_trait]

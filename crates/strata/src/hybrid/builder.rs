@@ -195,7 +195,7 @@ impl HybridCacheBuilder {
         let instance_id = self.instance_id.unwrap_or_else(|| {
             format!(
                 "{:016x}",
-                random.hash_one((std::process::id(), Clock::new().now_ms()))
+                random.hash_one((std::process::id(), std::time::SystemTime::now()))
             )
         });
         let subscription = self.backplane.as_ref().map(|b| b.subscribe());

@@ -8,10 +8,12 @@
 //! too. Why derive wall time from `tokio::time::Instant`: tests pause Tokio's
 //! clock and advance it, and logical expiry, tag times and L1 deadlines must
 //! all move with it. In production (no `test-util`) Tokio's instant is the OS
-//! monotonic clock, anchored once to `SystemTime` at construction.
+//! monotonic clock, anchored to `SystemTime` once per process: every cache of
+//! a process reads the same clock, so a tag time recorded by one instance is
+//! comparable with an entry stamped by another.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::{Instant, MissedTickBehavior};
@@ -28,8 +30,6 @@ pub(crate) struct Clock {
 
 #[derive(Debug)]
 struct State {
-    origin: Instant,
-    origin_wall_ms: u64,
     /// Wall milliseconds as of the last refresh.
     coarse_ms: AtomicU64,
     /// True while a ticker keeps `coarse_ms` fresh; otherwise every read is precise.
@@ -40,13 +40,8 @@ impl Clock {
     /// A clock anchored at the current wall time. Inside a Tokio runtime with
     /// timers, a ticker task keeps the coarse copy fresh and ends with the clock.
     pub(crate) fn new() -> Self {
-        let origin_wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let state = Arc::new(State {
-            origin: Instant::now(),
-            origin_wall_ms,
-            coarse_ms: AtomicU64::new(origin_wall_ms),
+            coarse_ms: AtomicU64::new(wall_now_ms()),
             ticking: AtomicBool::new(false),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -73,11 +68,32 @@ impl Clock {
 
 impl State {
     fn refresh(&self) -> u64 {
-        let elapsed = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let now = self.origin_wall_ms.saturating_add(elapsed);
+        let now = wall_now_ms();
         self.coarse_ms.fetch_max(now, Ordering::Relaxed);
         now
     }
+}
+
+/// Wall milliseconds: the process's anchor plus Tokio's monotonic time since.
+fn wall_now_ms() -> u64 {
+    static ANCHOR: OnceLock<(std::time::Instant, i128)> = OnceLock::new();
+    let (origin, origin_wall_ns) = *ANCHOR.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        (std::time::Instant::now(), i128::try_from(wall).unwrap_or(0))
+    });
+    // Tokio's instants are std instants (shifted by paused-time advances). A
+    // paused runtime's clock may start before the anchor was taken, hence the
+    // signed arithmetic (in nanoseconds, so that rounding is the same on
+    // both sides of the anchor).
+    let now = Instant::now().into_std();
+    let offset_ns = match now.checked_duration_since(origin) {
+        Some(after) => i128::try_from(after.as_nanos()).unwrap_or(i128::MAX / 2),
+        None => -i128::try_from(origin.duration_since(now).as_nanos()).unwrap_or(0),
+    };
+    let wall_ms = (origin_wall_ns + offset_ns).max(0) / 1_000_000;
+    u64::try_from(wall_ms).unwrap_or(u64::MAX)
 }
 
 /// Refreshes the coarse clock until the clock is dropped. `ticking` is set

@@ -226,12 +226,7 @@ where
     inner.stats.record(Event::Miss);
     // Stamps taken before the factory starts: an invalidation recorded after
     // this point may postdate the data the factory reads, so it must apply.
-    let start = inner.clock.now_ms();
-    let created_ms = if inner.tags.latest_ms() == start {
-        start + 1
-    } else {
-        start
-    };
+    let created_ms = inner.creation_stamp();
     let epochs = (inner.tags.epoch(), inner.gap_epoch.load(Ordering::Acquire));
     let context = FactoryContext::new(key, stale.is_some());
     inner.stats.record(Event::FactoryRun);
@@ -369,12 +364,7 @@ pub(crate) async fn set<T: Value>(
     if payload.len() > inner.max_payload_bytes {
         return Err(too_large(key, payload.len(), inner.max_payload_bytes));
     }
-    let now = inner.clock.now_ms();
-    let created_ms = if inner.tags.latest_ms() == now {
-        now + 1
-    } else {
-        now
-    };
+    let created_ms = inner.creation_stamp();
     let epochs = (inner.tags.epoch(), inner.gap_epoch.load(Ordering::Acquire));
     write_encoded(
         inner,
@@ -492,6 +482,27 @@ async fn write_encoded<T: Value>(
         })
         .await;
     entry
+}
+
+/// How far ahead of this clock a known invalidation time may be and still
+/// push a new entry's creation stamp past it (peers' clocks differ a little).
+const MAX_CLOCK_SKEW_MS: u64 = 5_000;
+
+impl Inner {
+    /// The creation stamp of an entry whose data is read from now on: after
+    /// every invalidation this instance knows of, since all of them happened
+    /// before the read. This keeps a value rebuilt right after a
+    /// `remove_by_tag` (same millisecond, or a peer's clock slightly ahead)
+    /// from counting as invalidated by it.
+    pub(crate) fn creation_stamp(&self) -> u64 {
+        let now = self.clock.now_ms();
+        let latest = self.tags.latest_ms();
+        if latest >= now && latest - now <= MAX_CLOCK_SKEW_MS {
+            latest + 1
+        } else {
+            now
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

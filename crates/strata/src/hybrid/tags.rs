@@ -47,6 +47,10 @@ struct Record {
 pub(crate) struct Tags {
     records: Cache<String, Record, UnitWeighter, foldhash::fast::RandomState>,
     clear: std::sync::Mutex<Record>,
+    /// Serializes writers of `records`, so that two concurrent updates of one
+    /// tag cannot lose the later time (quick_cache has no atomic update).
+    /// Writers are rare: invalidations and L2 record reads.
+    writers: std::sync::Mutex<()>,
     epoch: AtomicU64,
     /// The latest invalidation time known, for a new entry's creation stamp.
     latest_ms: AtomicU64,
@@ -65,6 +69,7 @@ impl Tags {
                 Default::default(),
             ),
             clear: std::sync::Mutex::default(),
+            writers: std::sync::Mutex::default(),
             epoch: AtomicU64::new(0),
             latest_ms: AtomicU64::new(0),
             suspect_before_ms: AtomicU64::new(0),
@@ -84,6 +89,10 @@ impl Tags {
 
     /// Records that `tag` was invalidated at `at_ms` (keeps the later time).
     pub(crate) fn record(&self, tag: &str, at_ms: u64, checked_ms: u64) {
+        let _writer = self
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.records.get(tag).unwrap_or_default();
         let newer = at_ms > old.at_ms;
         self.records.insert(
