@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use strata::HybridCache;
 use uuid::Uuid;
 
 use crate::config::{CacheMode, Config};
@@ -99,6 +100,9 @@ impl ProductCache {
     ///
     /// An invalid Redis URL or cache setting.
     pub fn from_config(config: &Config) -> Result<Self, CacheError> {
+        // HybridCache binds its metric handles when built: the Prometheus
+        // recorder must be installed first, or its series go nowhere.
+        crate::metrics::recorder();
         let backend = Backend::from_config(config)?;
         Ok(Self::with_backend(backend, config.cache))
     }
@@ -126,6 +130,12 @@ impl ProductCache {
     /// A one-line description of the layers in use, for logs and readiness.
     pub fn topology(&self) -> &'static str {
         self.inner.backend.topology()
+    }
+
+    /// The HybridCache in use (`CACHE=hybrid`), whose
+    /// [`stats`](HybridCache::stats) say which layer served each read.
+    pub fn hybrid(&self) -> Option<&HybridCache> {
+        self.inner.backend.hybrid()
     }
 
     /// How many times the database was read on behalf of the cache since

@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "INSTANCE_NAME", default_value = "catalog:")]
     pub instance_name: String,
 
+    /// Bound on one Redis operation, in milliseconds. Past it the call counts
+    /// as a cache failure and the database answers.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_timeout_ms: u64,
+
     /// Upper bound of the in-process (L1) cache, in MiB.
     #[arg(long, env = "L1_CAPACITY_MB", default_value_t = 64)]
     pub l1_capacity_mb: u64,
@@ -100,6 +105,7 @@ impl Config {
             redis_url: None,
             cache: CacheMode::Hybrid,
             instance_name: "catalog:".into(),
+            redis_timeout_ms: 500,
             l1_capacity_mb: 64,
             seed: true,
             log: "info".into(),
@@ -168,6 +174,10 @@ mod tests {
         assert_eq!(c.cache.to_string(), clap_default("cache"));
         assert_eq!(c.instance_name, clap_default("instance_name"));
         assert_eq!(c.l1_capacity_mb.to_string(), clap_default("l1_capacity_mb"));
+        assert_eq!(
+            c.redis_timeout_ms.to_string(),
+            clap_default("redis_timeout_ms")
+        );
         assert_eq!(c.seed.to_string(), clap_default("seed"));
         assert_eq!(c.log, clap_default("log"));
         assert!(c.validate().is_ok());

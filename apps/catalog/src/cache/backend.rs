@@ -1,7 +1,7 @@
 //! The cache strategies behind [`ProductCache`](super::ProductCache): no cache,
 //! a plain [`DistributedCache`] through the typed helpers (memory or Redis),
-//! and HybridCache. Each implements get-or-load and invalidation; the policy
-//! (keys, lifetimes) lives in the parent module.
+//! and [`HybridCache`]. Each implements get-or-load, invalidation and a health
+//! probe; the policy (keys, lifetimes) lives in the parent module.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use strata::{DistributedCache, DistributedCacheExt, EntryOptions, MemoryDistributedCache};
+use strata::{
+    DistributedCache, DistributedCacheExt, EntryOptions, ErrorKind, FactoryContext, HybridCache,
+    HybridEntryOptions, MemoryDistributedCache,
+};
+use strata_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
 
 use super::{
-    Entry, LIST_EXPIRATION, LIST_KEY, LIST_SLIDING, NEGATIVE_EXPIRATION, PRODUCT_EXPIRATION,
-    PRODUCT_SLIDING,
+    Entry, LIST_EXPIRATION, LIST_KEY, LIST_SLIDING, LIST_TAG, LOCAL_EXPIRATION,
+    NEGATIVE_EXPIRATION, PRODUCT_EXPIRATION, PRODUCT_SLIDING,
 };
 use crate::config::{CacheMode, Config};
 use crate::db::RepoError;
@@ -66,6 +70,21 @@ fn entry_options(entry: Entry, negative: bool) -> EntryOptions {
     }
 }
 
+/// The options of a HybridCache entry. A negative entry is shortened by the
+/// factory through [`FactoryContext::set_expiration`].
+fn hybrid_options(entry: Entry) -> HybridEntryOptions {
+    let options = HybridEntryOptions::new().with_local_expiration(LOCAL_EXPIRATION);
+    match entry {
+        Entry::Product => options
+            .with_expiration(PRODUCT_EXPIRATION)
+            .with_sliding_expiration(PRODUCT_SLIDING),
+        Entry::List => options
+            .with_expiration(LIST_EXPIRATION)
+            .with_sliding_expiration(LIST_SLIDING)
+            .with_tags([LIST_TAG]),
+    }
+}
+
 pub(crate) enum Backend {
     /// `CACHE=none`.
     None,
@@ -73,9 +92,22 @@ pub(crate) enum Backend {
     /// typed helpers, the article's setup.
     Typed {
         cache: Arc<dyn DistributedCache>,
-        /// True for Redis: reported by readiness.
-        remote: bool,
+        /// The same cache when it is Redis, for readiness probes.
+        redis: Option<RedisCache>,
     },
+    /// `CACHE=hybrid`: L1, plus Redis as L2 and backplane when configured.
+    Hybrid {
+        cache: HybridCache,
+        /// The L2 when it is Redis, for readiness probes.
+        redis: Option<RedisCache>,
+    },
+}
+
+/// The Redis client settings of `config` (URL, key prefix, timeouts).
+pub(crate) fn redis_options(config: &Config, url: &str) -> RedisCacheOptions {
+    RedisCacheOptions::new(url)
+        .with_instance_name(config.instance_name.clone())
+        .with_operation_timeout(Duration::from_millis(config.redis_timeout_ms.max(1)))
 }
 
 impl Backend {
@@ -83,16 +115,40 @@ impl Backend {
         config.validate().map_err(CacheError::Config)?;
         Ok(match config.cache {
             CacheMode::None => Backend::None,
-            CacheMode::Memory | CacheMode::Hybrid => Backend::Typed {
+            CacheMode::Hybrid => {
+                let l2_timeout = Duration::from_millis(config.redis_timeout_ms.max(1));
+                let mut builder = HybridCache::builder()
+                    .l1_capacity_bytes(config.l1_capacity_mb.saturating_mul(1024 * 1024))
+                    .l2_timeout(l2_timeout);
+                let mut redis = None;
+                if let Some(url) = &config.redis_url {
+                    let options = redis_options(config, url);
+                    let l2 = RedisCache::new(options.clone()).map_err(CacheError::Redis)?;
+                    let backplane = RedisBackplane::new(&options).map_err(CacheError::Redis)?;
+                    builder = builder
+                        .distributed(Arc::new(l2.clone()))
+                        .backplane(Arc::new(backplane));
+                    redis = Some(l2);
+                }
+                Backend::Hybrid {
+                    cache: builder.build(),
+                    redis,
+                }
+            }
+            CacheMode::Memory => Backend::Typed {
                 cache: Arc::new(MemoryDistributedCache::with_capacity(
                     (config.l1_capacity_mb * 1024 * 1024) as usize,
                 )),
-                remote: false,
+                redis: None,
             },
             CacheMode::Redis => {
-                return Err(CacheError::Config(
-                    "CACHE=redis is not available yet".into(),
-                ));
+                let url = config.redis_url.as_deref().unwrap_or_default();
+                let redis =
+                    RedisCache::new(redis_options(config, url)).map_err(CacheError::Redis)?;
+                Backend::Typed {
+                    cache: Arc::new(redis.clone()),
+                    redis: Some(redis),
+                }
             }
         })
     }
@@ -100,8 +156,17 @@ impl Backend {
     pub(crate) fn topology(&self) -> &'static str {
         match self {
             Backend::None => "none",
-            Backend::Typed { remote: false, .. } => "memory",
-            Backend::Typed { remote: true, .. } => "redis",
+            Backend::Typed { redis: None, .. } => "memory",
+            Backend::Typed { redis: Some(_), .. } => "redis",
+            Backend::Hybrid { redis: None, .. } => "hybrid (L1)",
+            Backend::Hybrid { redis: Some(_), .. } => "hybrid (L1 + Redis L2 + backplane)",
+        }
+    }
+
+    pub(crate) fn hybrid(&self) -> Option<&HybridCache> {
+        match self {
+            Backend::Hybrid { cache, .. } => Some(cache),
+            _ => None,
         }
     }
 
@@ -133,6 +198,36 @@ impl Backend {
                 }
                 Ok(value)
             }
+            Backend::Hybrid { cache, .. } => {
+                let factory_load = load.clone();
+                let factory = move |context: FactoryContext| async move {
+                    let value = factory_load().await?;
+                    if value.is_negative() {
+                        context.set_expiration(NEGATIVE_EXPIRATION);
+                    }
+                    Ok::<T, RepoError>(value)
+                };
+                match cache
+                    .get_or_create(key, &hybrid_options(entry), factory)
+                    .await
+                {
+                    Ok(value) => Ok(value),
+                    Err(error) if error.kind() == ErrorKind::Factory => {
+                        // The database failed inside the factory: that is the
+                        // answer, no need to ask it again.
+                        let source = std::error::Error::source(&error)
+                            .and_then(|s| s.downcast_ref::<RepoError>());
+                        match source {
+                            Some(repo_error) => Err(repo_error.clone()),
+                            None => load().await,
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(key, %error, "cache failed; reading the database");
+                        load().await
+                    }
+                }
+            }
         }
     }
 
@@ -147,24 +242,37 @@ impl Backend {
                     }
                 }
             }
+            Backend::Hybrid { cache, .. } => {
+                // HybridCache logs L2 and backplane failures itself and only
+                // returns errors for invalid keys, which these are not.
+                if let Err(error) = cache.remove(product_key).await {
+                    tracing::warn!(key = product_key, %error, "cache invalidation failed");
+                }
+                if let Err(error) = cache.remove_by_tag(LIST_TAG).await {
+                    tracing::warn!(tag = LIST_TAG, %error, "cache invalidation failed");
+                }
+            }
         }
     }
 
     pub(crate) async fn health(&self) -> Option<Result<(), String>> {
         match self {
             Backend::Typed {
-                cache,
-                remote: true,
-            } => Some(probe(cache.as_ref()).await),
+                redis: Some(redis), ..
+            }
+            | Backend::Hybrid {
+                redis: Some(redis), ..
+            } => Some(probe(redis).await),
             _ => None,
         }
     }
 }
 
-/// One read of a key that does not exist: proves the connection works.
-async fn probe(cache: &dyn DistributedCache) -> Result<(), String> {
-    match tokio::time::timeout(HEALTH_TIMEOUT, cache.get("health:probe")).await {
-        Ok(Ok(_)) => Ok(()),
+/// One PING: proves the connection works. The answer names the error class
+/// only, never the URL.
+async fn probe(redis: &RedisCache) -> Result<(), String> {
+    match tokio::time::timeout(HEALTH_TIMEOUT, redis.ping()).await {
+        Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.kind().to_string()),
         Err(_) => Err("timeout".into()),
     }
