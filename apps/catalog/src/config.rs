@@ -28,12 +28,14 @@ pub struct Config {
 
     /// Database URL: `sqlite://FILE` (created when missing) or
     /// `postgres://USER[:PASSWORD]@HOST:PORT/DB`.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    /// Its value is never printed (`--help` included): it may hold a password.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
 
     /// Redis URL, `redis://[user:password@]host:port/db` or `rediss://` (TLS).
     /// With CACHE=hybrid it adds Redis as L2 and as the invalidation backplane.
-    #[arg(long, env = "REDIS_URL")]
+    /// Its value is never printed: it may hold a password.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Caching strategy; see the variants.
@@ -58,8 +60,9 @@ pub struct Config {
     #[arg(long, env = "SEED", default_value_t = true, action = clap::ArgAction::Set)]
     pub seed: bool,
 
-    /// Log filter, `tracing_subscriber::EnvFilter` syntax: `info`,
-    /// `catalog=debug,tower_http=debug`, ... `debug` shows cache hits and misses.
+    /// Log filter, `tracing_subscriber::EnvFilter` syntax: `info`, `warn`,
+    /// `info,catalog=debug` (adds a line per cache lookup: hit or miss, and
+    /// the key), `debug` (everything, SQL included).
     #[arg(long, env = "LOG", default_value = "info")]
     pub log: String,
 }

@@ -81,6 +81,10 @@ async fn outage_and_recovery(mode: CacheMode, db: TestDb) {
     assert_eq!(ready["status"], "degraded");
     assert_eq!(ready["checks"]["redis"]["status"], "down");
     assert_eq!(ready["checks"]["database"]["status"], "up");
+    for path in ["/health/live", "/metrics", "/openapi.json", "/docs"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+    assert_problem(app.get("/nope").await, 404).await;
 
     redis.start();
 
