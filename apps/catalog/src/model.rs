@@ -87,24 +87,27 @@ impl<'de> Deserialize<'de> for ProductList {
     }
 }
 
-/// The body of `POST /products` and `PUT /products/{id}`.
-///
-/// Every field is taken as raw JSON so that one response can name every bad
-/// field at once, wrong types included. The body must be a JSON object (read
-/// through a map: serde would otherwise accept `["name", "1"]` as a struct).
+/// The body of `POST /products` and `PUT /products/{id}` (a PUT replaces
+/// all three fields). Every invalid field is reported at once, in `errors`.
 /// Unknown fields are ignored.
+//
+// Every field is taken as raw JSON so that one response can name every bad
+// field, wrong types included. The body must be a JSON object: it is read
+// through a map, since serde would otherwise accept `["a", "b", "1"]` as a
+// struct.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(from = "serde_json::Map<String, Value>")]
 #[schema(example = json!({"name": "Ergonomic Steel Keyboard", "description": "Quiet keys.", "price": "49.99"}))]
 pub struct ProductInput {
-    /// Required; 1 to 200 characters after trimming.
-    #[schema(value_type = String)]
+    /// Required; 1 to 200 characters after trimming surrounding spaces.
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub name: Option<Value>,
     /// Optional (empty when absent); at most 2,000 characters.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000)]
     pub description: Option<Value>,
     /// Required; a decimal string such as `"49.99"` (preferred) or a JSON
-    /// number; 0 to 99999999.99, at most two decimal places.
+    /// number that converts exactly; 0 to 99999999.99, at most two decimal
+    /// places.
     #[schema(value_type = String, example = "49.99")]
     pub price: Option<Value>,
 }

@@ -195,6 +195,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn outages_are_told_apart_from_bugs() {
+        assert!(RepoError::from(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(RepoError::from(sqlx::Error::PoolClosed).is_unavailable());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(RepoError::from(sqlx::Error::Io(refused)).is_unavailable());
+        assert!(!RepoError::from(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!RepoError::Corrupt("x".into()).is_unavailable());
+    }
+
+    #[test]
     fn redact_hides_passwords_only() {
         assert_eq!(
             redact("postgres://u:secret@h:5432/db"),
