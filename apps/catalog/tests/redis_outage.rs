@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use strata_testkit::RedisServer;
 
-/// How long the app may take to reconnect after Redis restarts.
-const RECONNECT_BOUND: Duration = Duration::from_secs(15);
+/// How long the app may take to use Redis again after it restarts: the
+/// reconnect, plus HybridCache's circuit-breaker cool-down (10 s), with room
+/// for a loaded CI machine.
+const RECONNECT_BOUND: Duration = Duration::from_secs(30);
 
 /// True when two reads of `path` in a row cost no database load: a cache hit.
 async fn served_from_cache(app: &TestApp, path: &str) -> bool {
@@ -101,7 +103,7 @@ async fn outage_and_recovery(mode: CacheMode, db: TestDb) {
             .is_some(),
         "cache hits resume"
     );
-    let ids: Vec<String> = list[500..]
+    let ids: Vec<String> = list[100..]
         .iter()
         .map(|p| p["id"].as_str().unwrap().to_owned())
         .collect();
