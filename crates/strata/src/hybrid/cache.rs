@@ -20,7 +20,7 @@ use super::options::HybridEntryOptions;
 use super::stampede::Flights;
 use super::stats::{HybridStats, Stats};
 use super::tags::{RECORD_TTL, Tags};
-use super::{FactoryContext, fetch};
+use super::{FactoryContext, fetch, write};
 use crate::backplane::BackplaneMessage;
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::EntryOptions;
@@ -179,7 +179,7 @@ impl HybridCache {
     {
         self.inner.check_key(key)?;
         check_options(options)?;
-        fetch::set(&self.inner, key, value, options).await
+        write::set(&self.inner, key, value, options).await
     }
 
     /// Removes `key` from both layers and from every peer's L1.

@@ -3,9 +3,8 @@
 //! fail-safe, factory timeouts and eager refresh are decided here.
 
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,16 +14,15 @@ use serde::de::DeserializeOwned;
 use super::FactoryContext;
 use super::cache::{Inner, check_options};
 use super::clock::millis;
-use super::codec::{CodecChoice, too_large};
+use super::codec::CodecChoice;
 use super::envelope::{Envelope, entry_key};
 use super::l1::{Freshness, L1Entry};
 use super::l2::L2Failure;
 use super::options::HybridEntryOptions;
 use super::stampede::{Fetched, Outcome};
 use super::stats::Event;
-use crate::backplane::BackplaneMessage;
+use super::write::{Times, new_entry, write};
 use crate::error::{Error, ErrorKind, Result};
-use crate::options::EntryOptions;
 
 /// Bound of every value a caller may want: the type, and what a factory returns.
 pub(crate) trait Value:
@@ -350,229 +348,6 @@ pub(crate) async fn get_slow<T: Value>(inner: &Arc<Inner>, key: &str) -> Result<
             Ok(value)
         }
         _ => Ok(None),
-    }
-}
-
-/// `set`: encodes first (so that a failure leaves the cache as it was), then writes.
-pub(crate) async fn set<T: Value>(
-    inner: &Arc<Inner>,
-    key: &str,
-    value: T,
-    options: &HybridEntryOptions,
-) -> Result<()> {
-    let payload = inner.codec.encode(&value)?;
-    if payload.len() > inner.max_payload_bytes {
-        return Err(too_large(key, payload.len(), inner.max_payload_bytes));
-    }
-    let created_ms = inner.creation_stamp();
-    let epochs = (inner.tags.epoch(), inner.gap_epoch.load(Ordering::Acquire));
-    write_encoded(
-        inner,
-        key,
-        value,
-        Some(payload),
-        options,
-        created_ms,
-        epochs,
-        true,
-    )
-    .await;
-    Ok(())
-}
-
-/// Writes a factory's value to L1, L2 and the backplane (when `cache`), and
-/// returns its entry either way.
-async fn write<T: Value>(
-    inner: &Inner,
-    key: &str,
-    value: T,
-    options: &HybridEntryOptions,
-    created_ms: u64,
-    epochs: (u64, u64),
-    cache: bool,
-) -> Arc<L1Entry> {
-    let payload = if cache {
-        match inner.codec.encode(&value) {
-            Ok(payload) if payload.len() <= inner.max_payload_bytes => Some(payload),
-            Ok(payload) => {
-                let error = too_large(key, payload.len(), inner.max_payload_bytes);
-                tracing::warn!(key, %error, "value not cached");
-                None
-            }
-            Err(error) => {
-                tracing::warn!(key, %error, "value not cached");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let cache = payload.is_some();
-    write_encoded(
-        inner, key, value, payload, options, created_ms, epochs, cache,
-    )
-    .await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn write_encoded<T: Value>(
-    inner: &Inner,
-    key: &str,
-    value: T,
-    payload: Option<Vec<u8>>,
-    options: &HybridEntryOptions,
-    created_ms: u64,
-    epochs: (u64, u64),
-    cache: bool,
-) -> Arc<L1Entry> {
-    let times = Times {
-        created_ms,
-        logical_expiry_ms: created_ms.saturating_add(millis(options.expiration)),
-    };
-    let payload_len = payload.as_ref().map_or(0, |p| p.len() as u64);
-    let tags = options.tags.clone();
-    let entry = Arc::new(new_entry(
-        inner,
-        key,
-        value,
-        times,
-        tags,
-        options,
-        payload_len,
-        epochs,
-    ));
-    let (Some(payload), true) = (payload, cache) else {
-        return entry;
-    };
-    if options.writes_l1() {
-        inner.l1.insert(key, Arc::clone(&entry));
-    } else {
-        inner.l1.remove(key);
-    }
-    if options.writes_l2() {
-        let envelope = Envelope {
-            codec: inner.codec.id(),
-            created_ms,
-            logical_expiry_ms: times.logical_expiry_ms,
-            tags: options.tags.clone(),
-            payload: Bytes::from(payload),
-        };
-        let physical = options
-            .fail_safe_max
-            .map_or(options.expiration, |m| m.max(options.expiration));
-        let mut l2_options = EntryOptions::new().with_relative_expiration(physical);
-        if let Some(sliding) = options.sliding {
-            l2_options = l2_options.with_sliding_expiration(sliding);
-        }
-        let bytes = Bytes::from(envelope.encode());
-        let _ = inner
-            .l2
-            .set(
-                &inner.clock,
-                &inner.stats,
-                &entry_key(key),
-                bytes,
-                &l2_options,
-            )
-            .await;
-    }
-    inner
-        .announce(BackplaneMessage::Evict {
-            key: key.to_owned(),
-        })
-        .await;
-    entry
-}
-
-/// How far ahead of this clock a known invalidation time may be and still
-/// push a new entry's creation stamp past it (peers' clocks differ a little).
-const MAX_CLOCK_SKEW_MS: u64 = 5_000;
-
-impl Inner {
-    /// The creation stamp of an entry whose data is read from now on: after
-    /// every invalidation this instance knows of, since all of them happened
-    /// before the read. This keeps a value rebuilt right after a
-    /// `remove_by_tag` (same millisecond, or a peer's clock slightly ahead)
-    /// from counting as invalidated by it.
-    pub(crate) fn creation_stamp(&self) -> u64 {
-        let now = self.clock.now_ms();
-        let latest = self.tags.latest_ms();
-        if latest >= now && latest - now <= MAX_CLOCK_SKEW_MS {
-            latest + 1
-        } else {
-            now
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Times {
-    created_ms: u64,
-    logical_expiry_ms: u64,
-}
-
-/// Builds an L1 entry: local expiration (with jitter, capped by the logical
-/// expiry), fail-safe retention and eager-refresh point.
-#[allow(clippy::too_many_arguments)]
-fn new_entry<T: Value>(
-    inner: &Inner,
-    key: &str,
-    value: T,
-    times: Times,
-    tags: Vec<String>,
-    options: &HybridEntryOptions,
-    payload_len: u64,
-    (tag_epoch, gap_epoch): (u64, u64),
-) -> L1Entry {
-    let now = inner.clock.now_ms();
-    let local = options
-        .local_expiration
-        .map_or(options.expiration, |l| l.min(options.expiration));
-    let jitter = options.jitter.map_or(0, |j| {
-        let span = millis(j);
-        if span == 0 {
-            0
-        } else {
-            inner.random.hash_one((key, now)) % span
-        }
-    });
-    let fresh_cap_ms = now
-        .saturating_add(millis(local))
-        .min(times.logical_expiry_ms)
-        .saturating_add(jitter);
-    let sliding_ms = options.sliding.map_or(0, millis);
-    let fresh_until_ms = if sliding_ms == 0 {
-        fresh_cap_ms
-    } else {
-        now.saturating_add(sliding_ms).min(fresh_cap_ms)
-    };
-    let stale_until_ms = options.fail_safe_max.map_or(fresh_cap_ms, |m| {
-        times.created_ms.saturating_add(millis(m)).max(fresh_cap_ms)
-    });
-    let eager_at_ms = options.eager_refresh.map_or(u64::MAX, |threshold| {
-        let life = times.logical_expiry_ms.saturating_sub(times.created_ms);
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let offset = (life as f64 * f64::from(threshold)) as u64;
-        times.created_ms.saturating_add(offset)
-    });
-    L1Entry {
-        value: Box::new(value),
-        created_ms: times.created_ms,
-        logical_expiry_ms: times.logical_expiry_ms,
-        fresh_until_ms: AtomicU64::new(fresh_until_ms),
-        fresh_cap_ms,
-        sliding_ms,
-        stale_until_ms,
-        eager_at_ms,
-        eager_started: AtomicBool::new(false),
-        tags: tags.into_boxed_slice(),
-        tag_epoch: AtomicU64::new(tag_epoch),
-        gap_epoch,
-        payload_len,
     }
 }
 

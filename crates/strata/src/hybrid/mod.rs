@@ -10,7 +10,8 @@
 //! - `options`: [`HybridEntryOptions`], per-call options.
 //! - `context`: [`FactoryContext`], what a factory may change about its entry.
 //! - `cache`: [`HybridCache`], the public operations.
-//! - `fetch`: the miss path run once per key (L2, factory, write-back).
+//! - `fetch`: the miss path run once per key (L2, factory, write-back);
+//!   `write`: building entries and writing them through the layers.
 //! - `l1`: the bounded in-process layer; `l2`: timeouts and circuit breaker.
 //! - `stampede`: one in-flight fetch per key; `tags`: tag invalidation times.
 //! - `envelope`: the versioned L2 byte format; `listener`: the backplane task.
@@ -30,6 +31,7 @@ mod options;
 mod stampede;
 mod stats;
 mod tags;
+mod write;
 
 pub use builder::{
     DEFAULT_L1_CAPACITY_BYTES, DEFAULT_L2_TIMEOUT, DEFAULT_MAX_KEY_LENGTH,
