@@ -17,7 +17,6 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -93,8 +92,8 @@ pub fn build_app(state: AppState) -> Router {
     Router::new()
         .merge(routes::products::router())
         .merge(routes::health::router())
+        .merge(routes::metrics::router())
         .merge(routes::docs::router())
-        .route("/metrics", get(render_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -126,15 +125,6 @@ pub fn build_app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
         .with_state(state)
-}
-
-async fn render_metrics(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
 }
 
 async fn not_found(request: Request) -> ApiError {
