@@ -313,10 +313,7 @@ mod tests {
     fn a_bad_argument_panics_with_the_log() {
         let panic = std::panic::catch_unwind(|| RedisServer::with_args(["--no-such-option"]))
             .expect_err("started with a bad option");
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default();
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(message.contains("no-such-option"), "{message}");
     }
 }
