@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use super::cache::{HybridCache, Inner};
 use super::clock::Clock;
 use super::codec::CodecChoice;
+use super::invalidation::Reads;
 use super::l1::L1;
 use super::l2::{Breaker, DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_THRESHOLD, L2};
 use super::listener::{self, Announcer};
@@ -214,6 +215,7 @@ impl HybridCacheBuilder {
                 timeout: self.l2_timeout,
             }),
             flights: Arc::new(Flights::default()),
+            reads: Arc::new(Reads::default()),
             tags: Tags::new(),
             clock: Clock::new(),
             stats: Stats::new(),

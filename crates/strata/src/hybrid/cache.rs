@@ -13,6 +13,7 @@ use super::builder::HybridCacheBuilder;
 use super::clock::{Clock, system_time};
 use super::codec::CodecChoice;
 use super::envelope::{CLEAR_KEY, encode_time, entry_key, tag_key};
+use super::invalidation::Reads;
 use super::l1::{Freshness, L1};
 use super::l2::L2;
 use super::listener::Announcer;
@@ -69,6 +70,8 @@ pub(crate) struct Inner {
     pub(crate) l2: L2,
     pub(crate) announcer: Option<Announcer>,
     pub(crate) flights: Arc<Flights>,
+    /// Running reads, told of invalidations that land during them.
+    pub(crate) reads: Arc<Reads>,
     pub(crate) tags: Tags,
     pub(crate) clock: Clock,
     pub(crate) stats: Stats,
@@ -191,6 +194,9 @@ impl HybridCache {
         self.inner.check_key(key)?;
         let inner = &self.inner;
         tracing::debug!(key, "remove");
+        // Mark first, then remove: a running read either sees the mark or
+        // wrote L1 before it (and that copy goes now).
+        inner.reads.key_changed(key);
         inner.l1.remove(key);
         let _ = inner
             .l2
@@ -216,6 +222,7 @@ impl HybridCache {
         let now = inner.clock.now_ms();
         tracing::debug!(tag, "remove by tag");
         inner.tags.record(tag, now, 0);
+        inner.reads.tag_changed(tag);
         let record = EntryOptions::new().with_relative_expiration(RECORD_TTL);
         let _ = inner
             .l2
@@ -262,6 +269,7 @@ impl HybridCache {
         let now = inner.clock.now_ms();
         tracing::debug!("clear");
         inner.tags.record_clear(now, 0);
+        inner.reads.all_changed();
         inner.l1.clear();
         let record = EntryOptions::new().with_relative_expiration(RECORD_TTL);
         let _ = inner

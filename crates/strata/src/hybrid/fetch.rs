@@ -16,6 +16,7 @@ use super::cache::{Inner, check_options};
 use super::clock::millis;
 use super::codec::CodecChoice;
 use super::envelope::{Envelope, entry_key};
+use super::invalidation::ReadMarks;
 use super::l1::{Freshness, L1Entry};
 use super::l2::L2Failure;
 use super::options::HybridEntryOptions;
@@ -69,7 +70,7 @@ where
                     inner.stats.l1_hit();
                     if eager && !entry.eager_started.swap(true, Ordering::AcqRel) {
                         tracing::debug!(key, "eager refresh");
-                        let (_flight, leader) = inner.flights.join(key);
+                        let (_flight, leader) = inner.flights.join(key, &inner.reads);
                         if let Some(leader) = leader {
                             spawn_fetch(inner, key, options, factory, Some(entry), true, leader);
                         }
@@ -82,7 +83,7 @@ where
         }
     }
     let stale = stale.filter(|_| options.fail_safe_max.is_some());
-    let (flight, leader) = inner.flights.join(key);
+    let (flight, leader) = inner.flights.join(key, &inner.reads);
     if let Some(leader) = leader {
         spawn_fetch(inner, key, options, factory, stale.clone(), false, leader);
     }
@@ -166,12 +167,14 @@ fn spawn_fetch<T, E, F, Fut>(
     let key = key.to_owned();
     let options = options.clone();
     tokio::spawn(async move {
-        let outcome = run(&inner, &key, &options, factory, stale, eager).await;
+        let marks = leader.marks();
+        let outcome = run(&inner, &key, &options, factory, stale, eager, &marks).await;
         leader.finish(outcome);
     });
 }
 
-/// The body of a fetch: L2, then the factory, then write-back.
+/// The body of a fetch: L2, then the factory, then write-back. Nothing is
+/// written once `marks` says the key was invalidated during the fetch.
 async fn run<T, E, F, Fut>(
     inner: &Arc<Inner>,
     key: &str,
@@ -179,6 +182,7 @@ async fn run<T, E, F, Fut>(
     factory: F,
     l1_stale: Option<Arc<L1Entry>>,
     eager: bool,
+    marks: &ReadMarks,
 ) -> Outcome
 where
     T: Value,
@@ -201,7 +205,9 @@ where
                     inner.stats.record(Event::L2Hit);
                     let entry = Arc::new(entry);
                     if options.writes_l1() {
-                        inner.l1.insert(key, Arc::clone(&entry));
+                        marks.write_unless_invalidated(&entry.tags, || {
+                            inner.l1.insert(key, Arc::clone(&entry));
+                        });
                     }
                     return Ok(Fetched {
                         entry,
@@ -240,7 +246,10 @@ where
             options.tags.sort_unstable();
             options.tags.dedup();
             let cache = !changes.dont_cache && !options.expiration.is_zero();
-            let entry = write(inner, key, value, &options, created_ms, epochs, cache).await;
+            let entry = write(
+                inner, key, value, &options, created_ms, epochs, cache, marks,
+            )
+            .await;
             Ok(Fetched {
                 entry,
                 stale: false,
@@ -259,7 +268,9 @@ where
                     tracing::warn!(key, %error, "factory failed: fail-safe serves the stale value");
                     let entry = Arc::new(entry);
                     if options.writes_l1() {
-                        inner.l1.insert(key, Arc::clone(&entry));
+                        marks.write_unless_invalidated(&entry.tags, || {
+                            inner.l1.insert(key, Arc::clone(&entry));
+                        });
                     }
                     Ok(Fetched { entry, stale: true })
                 }
@@ -333,6 +344,9 @@ pub(crate) async fn get_slow<T: Value>(inner: &Arc<Inner>, key: &str) -> Result<
         inner.stats.l1_hit();
         return Ok(Some(value));
     }
+    // Registered before the L2 read: a remove landing after it keeps the
+    // value read from L2 out of L1.
+    let read = inner.reads.start(key);
     let Ok(Some(bytes)) = inner
         .l2
         .get(&inner.clock, &inner.stats, &entry_key(key))
@@ -344,7 +358,10 @@ pub(crate) async fn get_slow<T: Value>(inner: &Arc<Inner>, key: &str) -> Result<
         Some((entry, true)) => {
             inner.stats.record(Event::L2Hit);
             let value = entry.value::<T>();
-            inner.l1.insert(key, Arc::new(entry));
+            let entry = Arc::new(entry);
+            read.marks().write_unless_invalidated(&entry.tags, || {
+                inner.l1.insert(key, Arc::clone(&entry));
+            });
             Ok(value)
         }
         _ => Ok(None),

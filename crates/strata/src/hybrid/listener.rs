@@ -90,15 +90,18 @@ impl Inner {
                 match notice.message {
                     BackplaneMessage::Evict { key } => {
                         tracing::trace!(key = %key, origin = %notice.origin, "peer evicted key");
+                        self.reads.key_changed(&key);
                         self.l1.remove(&key);
                     }
                     BackplaneMessage::TagInvalidated { tag, at } => {
                         tracing::trace!(tag = %tag, origin = %notice.origin, "peer invalidated tag");
                         self.tags.record(&tag, unix_ms(at), 0);
+                        self.reads.tag_changed(&tag);
                     }
                     BackplaneMessage::Cleared { at } => {
                         tracing::trace!(origin = %notice.origin, "peer cleared the cache");
                         self.tags.record_clear(unix_ms(at), 0);
+                        self.reads.all_changed();
                         self.l1.clear();
                     }
                 }

@@ -13,7 +13,9 @@
 //! - `fetch`: the miss path run once per key (L2, factory, write-back);
 //!   `write`: building entries and writing them through the layers.
 //! - `l1`: the bounded in-process layer; `l2`: timeouts and circuit breaker.
-//! - `stampede`: one in-flight fetch per key; `tags`: tag invalidation times.
+//! - `stampede`: one in-flight fetch per key; `tags`: tag invalidation times;
+//!   `invalidation`: invalidations that land while a read runs (the
+//!   cache-aside race).
 //! - `envelope`: the versioned L2 byte format; `listener`: the backplane task.
 //! - `clock`: the coarse clock of the hit path; `stats`: counters and metrics.
 
@@ -24,6 +26,7 @@ mod codec;
 mod context;
 mod envelope;
 mod fetch;
+mod invalidation;
 mod l1;
 mod l2;
 mod listener;

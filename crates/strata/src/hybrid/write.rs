@@ -13,6 +13,7 @@ use super::clock::millis;
 use super::codec::too_large;
 use super::envelope::{Envelope, entry_key};
 use super::fetch::Value;
+use super::invalidation::ReadMarks;
 use super::l1::L1Entry;
 use super::options::HybridEntryOptions;
 use crate::backplane::BackplaneMessage;
@@ -30,6 +31,9 @@ pub(crate) async fn set<T: Value>(
     if payload.len() > inner.max_payload_bytes {
         return Err(too_large(key, payload.len(), inner.max_payload_bytes));
     }
+    // A write is an invalidation of the reads running for this key: their
+    // values predate it and must not overwrite it.
+    inner.reads.key_changed(key);
     let created_ms = inner.creation_stamp();
     let epochs = (inner.tags.epoch(), inner.gap_epoch.load(Ordering::Acquire));
     write_encoded(
@@ -40,14 +44,16 @@ pub(crate) async fn set<T: Value>(
         options,
         created_ms,
         epochs,
-        true,
+        None,
     )
     .await;
     Ok(())
 }
 
-/// Writes a factory's value to L1, L2 and the backplane (when `cache`), and
-/// returns its entry either way.
+/// Writes a factory's value to L1, L2 and the backplane (when `cache` and
+/// `marks` says the key was not invalidated meanwhile), and returns its entry
+/// either way.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn write<T: Value>(
     inner: &Inner,
     key: &str,
@@ -56,6 +62,7 @@ pub(crate) async fn write<T: Value>(
     created_ms: u64,
     epochs: (u64, u64),
     cache: bool,
+    marks: &ReadMarks,
 ) -> Arc<L1Entry> {
     let payload = if cache {
         match inner.codec.encode(&value) {
@@ -73,13 +80,22 @@ pub(crate) async fn write<T: Value>(
     } else {
         None
     };
-    let cache = payload.is_some();
     write_encoded(
-        inner, key, value, payload, options, created_ms, epochs, cache,
+        inner,
+        key,
+        value,
+        payload,
+        options,
+        created_ms,
+        epochs,
+        Some(marks),
     )
     .await
 }
 
+/// Writes an encoded value through the layers (nothing when `payload` is
+/// `None`). `marks` is the running read the value comes from (`None` for a
+/// `set`, which is itself the newest write).
 #[allow(clippy::too_many_arguments)]
 async fn write_encoded<T: Value>(
     inner: &Inner,
@@ -89,7 +105,7 @@ async fn write_encoded<T: Value>(
     options: &HybridEntryOptions,
     created_ms: u64,
     epochs: (u64, u64),
-    cache: bool,
+    marks: Option<&ReadMarks>,
 ) -> Arc<L1Entry> {
     let times = Times {
         created_ms,
@@ -107,13 +123,25 @@ async fn write_encoded<T: Value>(
         payload_len,
         epochs,
     ));
-    let (Some(payload), true) = (payload, cache) else {
+    let Some(payload) = payload else {
         return entry;
     };
-    if options.writes_l1() {
-        inner.l1.insert(key, Arc::clone(&entry));
-    } else {
-        inner.l1.remove(key);
+    let invalidated = || marks.is_some_and(|m| m.invalidates(&options.tags));
+    let write_l1 = || {
+        if options.writes_l1() {
+            inner.l1.insert(key, Arc::clone(&entry));
+        } else {
+            inner.l1.remove(key);
+        }
+    };
+    match marks {
+        Some(marks) => {
+            if !marks.write_unless_invalidated(&options.tags, write_l1) {
+                tracing::debug!(key, "invalidated during the fetch: value not cached");
+                return entry;
+            }
+        }
+        None => write_l1(),
     }
     if options.writes_l2() {
         let envelope = Envelope {
@@ -131,16 +159,22 @@ async fn write_encoded<T: Value>(
             l2_options = l2_options.with_sliding_expiration(sliding);
         }
         let bytes = Bytes::from(envelope.encode());
+        let l2_key = entry_key(key);
         let _ = inner
             .l2
-            .set(
-                &inner.clock,
-                &inner.stats,
-                &entry_key(key),
-                bytes,
-                &l2_options,
-            )
+            .set(&inner.clock, &inner.stats, &l2_key, bytes, &l2_options)
             .await;
+        if invalidated() {
+            // The invalidation's own L2 removal may have reached L2 before
+            // this write did: remove again, so that L2 keeps nothing older
+            // than it. (It may drop a newer `set`'s value too: a miss, never
+            // a stale read.)
+            tracing::debug!(key, "invalidated during the L2 write: removing it again");
+            let _ = inner.l2.remove(&inner.clock, &inner.stats, &l2_key).await;
+            return entry;
+        }
+    } else if invalidated() {
+        return entry;
     }
     inner
         .announce(BackplaneMessage::Evict {
