@@ -18,6 +18,7 @@ use super::l1::{Freshness, L1};
 use super::l2::L2;
 use super::listener::Announcer;
 use super::options::HybridEntryOptions;
+use super::repr::{Repr, Typed};
 use super::stampede::Flights;
 use super::stats::{HybridStats, Stats};
 use super::tags::{RECORD_TTL, Tags};
@@ -128,11 +129,11 @@ impl HybridCache {
         E: std::error::Error + Send + Sync + 'static,
     {
         if options.reads_l1()
-            && let Some(value) = self.inner.l1_fresh::<T>(key)
+            && let Some(value) = self.inner.l1_fresh::<Typed<T>>(key)
         {
             return Ok(value);
         }
-        fetch::get_or_create_slow(&self.inner, key, options, factory).await
+        fetch::get_or_create_slow::<Typed<T>, _, _, _>(&self.inner, key, options, factory).await
     }
 
     /// Returns the value of `key` from L1 or L2, without a factory. The L2
@@ -160,11 +161,11 @@ impl HybridCache {
     where
         T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        if let Some(value) = self.inner.l1_fresh::<T>(key) {
+        if let Some(value) = self.inner.l1_fresh::<Typed<T>>(key) {
             return Ok(Some(value));
         }
         self.inner.check_key(key)?;
-        fetch::get_slow(&self.inner, key).await
+        fetch::get_slow::<Typed<T>>(&self.inner, key).await
     }
 
     /// Stores `value` under `key` in both layers and tells the peers to drop
@@ -182,7 +183,7 @@ impl HybridCache {
     {
         self.inner.check_key(key)?;
         check_options(options)?;
-        write::set(&self.inner, key, value, options).await
+        write::set::<Typed<T>>(&self.inner, key, value, options).await
     }
 
     /// Removes `key` from both layers and from every peer's L1.
@@ -310,14 +311,14 @@ impl Inner {
     /// The hit path: a fresh L1 entry of type `T`, or `None`. No allocation, no
     /// clock call, no lock beyond quick_cache's shard read lock.
     #[inline]
-    pub(crate) fn l1_fresh<T: Clone + 'static>(&self, key: &str) -> Option<T> {
+    pub(crate) fn l1_fresh<R: Repr>(&self, key: &str) -> Option<R::Value> {
         let entry = self.l1.get(key)?;
         let now = self.clock.coarse_ms();
         let gap = self.gap_epoch.load(Ordering::Acquire);
         if entry.freshness(now, self.tags.epoch(), gap) != Freshness::Fresh {
             return None;
         }
-        let value = entry.value::<T>()?;
+        let value = entry.get::<R>()?;
         self.stats.l1_hit();
         Some(value)
     }

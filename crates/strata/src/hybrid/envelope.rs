@@ -13,6 +13,10 @@
 //! | payload (the rest)
 //! ```
 //!
+//! Codec ids: 0 raw bytes (the payload is the value, see `repr`), 1 JSON,
+//! 2 Postcard. A reader that does not know an id, or asks for another kind of
+//! value, treats the entry as a miss.
+//!
 //! The version is also part of every L2 key (`v1:` + key): a future format
 //! writes under new keys instead of confusing old readers. Tag and clear
 //! records live under `v1#tag:` + tag and `v1#clear`; entry keys always start
@@ -159,6 +163,23 @@ mod tests {
         );
         assert_eq!(Envelope::decode(&bytes), Some(sample()));
         assert_eq!(sample().encode(), bytes.to_vec());
+    }
+
+    #[test]
+    fn version_one_raw_bytes_stay_readable() {
+        // Codec id 0 (raw, added without a format change): sample bytes.
+        let bytes = Bytes::from_static(
+            b"STRH\x01\x00\x00\x00\x01\x9a\xb6\x97\xe8\x7b\x00\x00\x01\x9a\xb6\x9c\x7c\x5b\
+              \x00\x00[1,2]",
+        );
+        let raw = Envelope {
+            codec: 0,
+            tags: vec![],
+            payload: Bytes::from_static(b"[1,2]"),
+            ..sample()
+        };
+        assert_eq!(Envelope::decode(&bytes), Some(raw.clone()));
+        assert_eq!(raw.encode(), bytes.to_vec());
     }
 
     #[test]

@@ -8,29 +8,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::FactoryContext;
 use super::cache::{Inner, check_options};
 use super::clock::millis;
-use super::codec::CodecChoice;
 use super::envelope::{Envelope, entry_key};
 use super::invalidation::ReadMarks;
 use super::l1::{Freshness, L1Entry};
 use super::l2::L2Failure;
 use super::options::HybridEntryOptions;
+use super::repr::{Repr, Undecodable, type_mismatch};
 use super::stampede::{Fetched, Outcome};
 use super::stats::Event;
 use super::write::{Times, new_entry, write};
 use crate::error::{Error, ErrorKind, Result};
-
-/// Bound of every value a caller may want: the type, and what a factory returns.
-pub(crate) trait Value:
-    Clone + Serialize + DeserializeOwned + Send + Sync + 'static
-{
-}
-impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Value for T {}
 
 /// What L1 says about a key before a fetch.
 enum Local {
@@ -42,16 +33,16 @@ enum Local {
 }
 
 /// `get_or_create` after an L1 miss on the hit path.
-pub(crate) async fn get_or_create_slow<T, E, F, Fut>(
+pub(crate) async fn get_or_create_slow<R, E, F, Fut>(
     inner: &Arc<Inner>,
     key: &str,
     options: &HybridEntryOptions,
     factory: F,
-) -> Result<T>
+) -> Result<R::Value>
 where
-    T: Value,
+    R: Repr,
     F: FnOnce(FactoryContext) -> Fut + Send + 'static,
-    Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
     check_options(options)?;
@@ -64,15 +55,23 @@ where
     }
     let mut stale = None;
     if options.reads_l1() {
-        match local::<T>(inner, key) {
+        match local::<R>(inner, key) {
             Local::Serve(entry, eager) => {
-                if let Some(value) = entry.value::<T>() {
+                if let Some(value) = entry.get::<R>() {
                     inner.stats.l1_hit();
                     if eager && !entry.eager_started.swap(true, Ordering::AcqRel) {
                         tracing::debug!(key, "eager refresh");
                         let (_flight, leader) = inner.flights.join(key, &inner.reads);
                         if let Some(leader) = leader {
-                            spawn_fetch(inner, key, options, factory, Some(entry), true, leader);
+                            spawn_fetch::<R, _, _, _>(
+                                inner,
+                                key,
+                                options,
+                                factory,
+                                Some(entry),
+                                true,
+                                leader,
+                            );
                         }
                     }
                     return Ok(value);
@@ -85,7 +84,7 @@ where
     let stale = stale.filter(|_| options.fail_safe_max.is_some());
     let (flight, leader) = inner.flights.join(key, &inner.reads);
     if let Some(leader) = leader {
-        spawn_fetch(inner, key, options, factory, stale.clone(), false, leader);
+        spawn_fetch::<R, _, _, _>(inner, key, options, factory, stale.clone(), false, leader);
     }
     let waited = flight.wait(key);
     let soft = options.soft_timeout.filter(|_| stale.is_some());
@@ -116,13 +115,13 @@ where
     }
     fetched
         .entry
-        .value::<T>()
-        .ok_or_else(|| type_mismatch::<T>(key))
+        .get::<R>()
+        .ok_or_else(|| type_mismatch::<R>(key))
 }
 
 /// Classifies the L1 entry of `key` for the slow path, re-checking tags when
 /// the tag epoch moved.
-fn local<T: Value>(inner: &Inner, key: &str) -> Local {
+fn local<R: Repr>(inner: &Inner, key: &str) -> Local {
     let Some(entry) = inner.l1.get(key) else {
         return Local::Nothing;
     };
@@ -138,9 +137,7 @@ fn local<T: Value>(inner: &Inner, key: &str) -> Local {
     match entry.freshness(now, tag_epoch, inner.gap_epoch.load(Ordering::Acquire)) {
         Freshness::Fresh => Local::Serve(entry, false),
         Freshness::Eager => Local::Serve(entry, true),
-        Freshness::Check if entry.is_kept(now) && entry.value::<T>().is_some() => {
-            Local::Stale(entry)
-        }
+        Freshness::Check if entry.is_kept(now) && entry.get::<R>().is_some() => Local::Stale(entry),
         Freshness::Check => {
             inner.l1.remove_if_same(key, &entry);
             Local::Nothing
@@ -149,7 +146,7 @@ fn local<T: Value>(inner: &Inner, key: &str) -> Local {
 }
 
 /// Runs one fetch in its own task and publishes the outcome to the flight.
-fn spawn_fetch<T, E, F, Fut>(
+fn spawn_fetch<R, E, F, Fut>(
     inner: &Arc<Inner>,
     key: &str,
     options: &HybridEntryOptions,
@@ -158,9 +155,9 @@ fn spawn_fetch<T, E, F, Fut>(
     eager: bool,
     leader: super::stampede::Leader,
 ) where
-    T: Value,
+    R: Repr,
     F: FnOnce(FactoryContext) -> Fut + Send + 'static,
-    Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
     let inner = Arc::clone(inner);
@@ -168,14 +165,15 @@ fn spawn_fetch<T, E, F, Fut>(
     let options = options.clone();
     tokio::spawn(async move {
         let marks = leader.marks();
-        let outcome = run(&inner, &key, &options, factory, stale, eager, &marks).await;
+        let outcome =
+            run::<R, _, _, _>(&inner, &key, &options, factory, stale, eager, &marks).await;
         leader.finish(outcome);
     });
 }
 
 /// The body of a fetch: L2, then the factory, then write-back. Nothing is
 /// written once `marks` says the key was invalidated during the fetch.
-async fn run<T, E, F, Fut>(
+async fn run<R, E, F, Fut>(
     inner: &Arc<Inner>,
     key: &str,
     options: &HybridEntryOptions,
@@ -185,9 +183,9 @@ async fn run<T, E, F, Fut>(
     marks: &ReadMarks,
 ) -> Outcome
 where
-    T: Value,
+    R: Repr,
     F: FnOnce(FactoryContext) -> Fut + Send + 'static,
-    Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
     let fail_safe = options.fail_safe_max.is_some();
@@ -198,7 +196,7 @@ where
             .get(&inner.clock, &inner.stats, &entry_key(key))
             .await
         {
-            Ok(Some(bytes)) => match read_l2::<T>(inner, key, &bytes, options).await {
+            Ok(Some(bytes)) => match read_l2::<R>(inner, key, &bytes, options).await {
                 Some((entry, fresh))
                     if fresh && (!eager || inner.clock.now_ms() < entry.eager_at_ms) =>
                 {
@@ -246,7 +244,7 @@ where
             options.tags.sort_unstable();
             options.tags.dedup();
             let cache = !changes.dont_cache && !options.expiration.is_zero();
-            let entry = write(
+            let entry = write::<R>(
                 inner, key, value, &options, created_ms, epochs, cache, marks,
             )
             .await;
@@ -262,7 +260,7 @@ where
             let throttle = millis(options.fail_safe_throttle);
             let fallback = stale
                 .filter(|s| s.is_kept(now))
-                .and_then(|s| s.throttled::<T>(now, throttle, gap));
+                .and_then(|s| s.throttled::<R>(now, throttle, gap));
             match fallback {
                 Some(entry) => {
                     tracing::warn!(key, %error, "factory failed: fail-safe serves the stale value");
@@ -286,7 +284,7 @@ where
 /// Decodes an L2 value into an L1 entry, with whether it is logically fresh.
 /// `None` for anything unusable: not an envelope, unknown codec, tag-stale,
 /// undecodable as `T`.
-async fn read_l2<T: Value>(
+async fn read_l2<R: Repr>(
     inner: &Inner,
     key: &str,
     bytes: &Bytes,
@@ -300,7 +298,6 @@ async fn read_l2<T: Value>(
         );
         return None;
     };
-    let codec = CodecChoice::from_id(envelope.codec)?;
     inner
         .tags
         .refresh_from_l2(&envelope.tags, &inner.l2, &inner.clock, &inner.stats)
@@ -308,9 +305,19 @@ async fn read_l2<T: Value>(
     if inner.tags.local_stale(envelope.created_ms, &envelope.tags) {
         return None;
     }
-    let value: T = match codec.decode(&envelope.payload) {
+    let payload_len = envelope.payload.len() as u64;
+    // Zero copy for raw bytes: the payload is a slice of the L2 buffer.
+    let value = match R::decode(envelope.codec, envelope.payload) {
         Ok(value) => value,
-        Err(error) => {
+        Err(Undecodable::OtherCodec(codec)) => {
+            tracing::debug!(
+                key,
+                codec,
+                "the L2 value has another codec than asked for: treated as a miss"
+            );
+            return None;
+        }
+        Err(Undecodable::Invalid(error)) => {
             tracing::warn!(key, %error, "the L2 value does not decode: treated as a miss");
             return None;
         }
@@ -321,8 +328,7 @@ async fn read_l2<T: Value>(
         created_ms: envelope.created_ms,
         logical_expiry_ms: envelope.logical_expiry_ms,
     };
-    let payload_len = envelope.payload.len() as u64;
-    let entry = new_entry(
+    let entry = new_entry::<R>(
         inner,
         key,
         value,
@@ -336,10 +342,10 @@ async fn read_l2<T: Value>(
 }
 
 /// `get` after an L1 miss: L2 only.
-pub(crate) async fn get_slow<T: Value>(inner: &Arc<Inner>, key: &str) -> Result<Option<T>> {
+pub(crate) async fn get_slow<R: Repr>(inner: &Arc<Inner>, key: &str) -> Result<Option<R::Value>> {
     let options = &inner.defaults;
-    if let Local::Serve(entry, _) = local::<T>(inner, key)
-        && let Some(value) = entry.value::<T>()
+    if let Local::Serve(entry, _) = local::<R>(inner, key)
+        && let Some(value) = entry.get::<R>()
     {
         inner.stats.l1_hit();
         return Ok(Some(value));
@@ -354,10 +360,10 @@ pub(crate) async fn get_slow<T: Value>(inner: &Arc<Inner>, key: &str) -> Result<
     else {
         return Ok(None);
     };
-    match read_l2::<T>(inner, key, &bytes, options).await {
+    match read_l2::<R>(inner, key, &bytes, options).await {
         Some((entry, true)) => {
             inner.stats.record(Event::L2Hit);
-            let value = entry.value::<T>();
+            let value = entry.get::<R>();
             let entry = Arc::new(entry);
             read.marks().write_unless_invalidated(&entry.tags, || {
                 inner.l1.insert(key, Arc::clone(&entry));
@@ -366,14 +372,4 @@ pub(crate) async fn get_slow<T: Value>(inner: &Arc<Inner>, key: &str) -> Result<
         }
         _ => Ok(None),
     }
-}
-
-fn type_mismatch<T>(key: &str) -> Error {
-    Error::new(
-        ErrorKind::Serialization,
-        format!(
-            "the entry for {key:?} holds another type than {}: use one type per key",
-            std::any::type_name::<T>()
-        ),
-    )
 }

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use quick_cache::Weighter;
+
+use super::repr::Repr;
 use quick_cache::sync::Cache;
 
 /// Bytes charged per entry on top of key, payload and tags: the map slot, the
@@ -85,26 +87,26 @@ impl L1Entry {
         now < self.stale_until_ms
     }
 
-    /// The value, when it is a `T`.
+    /// The value, when it is of representation `R`.
     #[inline]
-    pub(crate) fn value<T: Clone + 'static>(&self) -> Option<T> {
-        self.value.downcast_ref::<T>().cloned()
+    pub(crate) fn get<R: Repr>(&self) -> Option<R::Value> {
+        R::load(&*self.value)
     }
 
     /// A copy of this entry that L1 serves for `throttle` from `now`: what a
     /// failed refresh leaves behind under fail-safe.
-    pub(crate) fn throttled<T: Clone + Send + Sync + 'static>(
+    pub(crate) fn throttled<R: Repr>(
         &self,
         now: u64,
         throttle: u64,
         gap_epoch: u64,
     ) -> Option<Self> {
-        let value = self.value::<T>()?;
+        let value = self.get::<R>()?;
         let until = now
             .saturating_add(throttle)
             .min(self.stale_until_ms.max(now + 1));
         Some(Self {
-            value: Box::new(value),
+            value: R::store(value),
             created_ms: self.created_ms,
             logical_expiry_ms: self.logical_expiry_ms,
             fresh_until_ms: AtomicU64::new(until),
@@ -204,6 +206,7 @@ impl L1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hybrid::repr::Typed;
 
     fn entry(payload_len: u64) -> Arc<L1Entry> {
         Arc::new(L1Entry {
@@ -231,8 +234,8 @@ mod tests {
         assert_eq!(e.freshness(50, 0, 0), Freshness::Check);
         assert_eq!(e.freshness(10, 1, 0), Freshness::Check);
         assert_eq!(e.freshness(10, 0, 1), Freshness::Check);
-        assert_eq!(e.value::<u32>(), Some(7));
-        assert_eq!(e.value::<u64>(), None);
+        assert_eq!(e.get::<Typed<u32>>(), Some(7));
+        assert_eq!(e.get::<Typed<u64>>(), None);
     }
 
     #[test]

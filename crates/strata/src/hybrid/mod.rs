@@ -9,7 +9,9 @@
 //! - `builder`: [`HybridCacheBuilder`], every cache-wide default in one place.
 //! - `options`: [`HybridEntryOptions`], per-call options.
 //! - `context`: [`FactoryContext`], what a factory may change about its entry.
-//! - `cache`: [`HybridCache`], the public operations.
+//! - `cache`: [`HybridCache`], the public operations; `raw`: their raw-bytes
+//!   variants (`get_or_create_bytes`...); `repr`: typed and raw values as the
+//!   engine sees them.
 //! - `fetch`: the miss path run once per key (L2, factory, write-back);
 //!   `write`: building entries and writing them through the layers.
 //! - `l1`: the bounded in-process layer; `l2`: timeouts and circuit breaker.
@@ -31,6 +33,8 @@ mod l1;
 mod l2;
 mod listener;
 mod options;
+mod raw;
+mod repr;
 mod stampede;
 mod stats;
 mod tags;

@@ -12,31 +12,31 @@ use super::cache::Inner;
 use super::clock::millis;
 use super::codec::too_large;
 use super::envelope::{Envelope, entry_key};
-use super::fetch::Value;
 use super::invalidation::ReadMarks;
 use super::l1::L1Entry;
 use super::options::HybridEntryOptions;
+use super::repr::Repr;
 use crate::backplane::BackplaneMessage;
 use crate::error::Result;
 use crate::options::EntryOptions;
 
 /// `set`: encodes first (so that a failure leaves the cache as it was), then writes.
-pub(crate) async fn set<T: Value>(
+pub(crate) async fn set<R: Repr>(
     inner: &Arc<Inner>,
     key: &str,
-    value: T,
+    value: R::Value,
     options: &HybridEntryOptions,
 ) -> Result<()> {
-    let payload = inner.codec.encode(&value)?;
-    if payload.len() > inner.max_payload_bytes {
-        return Err(too_large(key, payload.len(), inner.max_payload_bytes));
+    let payload = R::encode(inner.codec, &value)?;
+    if payload.1.len() > inner.max_payload_bytes {
+        return Err(too_large(key, payload.1.len(), inner.max_payload_bytes));
     }
     // A write is an invalidation of the reads running for this key: their
     // values predate it and must not overwrite it.
     inner.reads.key_changed(key);
     let created_ms = inner.creation_stamp();
     let epochs = (inner.tags.epoch(), inner.gap_epoch.load(Ordering::Acquire));
-    write_encoded(
+    write_encoded::<R>(
         inner,
         key,
         value,
@@ -54,10 +54,10 @@ pub(crate) async fn set<T: Value>(
 /// `marks` says the key was not invalidated meanwhile), and returns its entry
 /// either way.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn write<T: Value>(
+pub(crate) async fn write<R: Repr>(
     inner: &Inner,
     key: &str,
-    value: T,
+    value: R::Value,
     options: &HybridEntryOptions,
     created_ms: u64,
     epochs: (u64, u64),
@@ -65,9 +65,9 @@ pub(crate) async fn write<T: Value>(
     marks: &ReadMarks,
 ) -> Arc<L1Entry> {
     let payload = if cache {
-        match inner.codec.encode(&value) {
-            Ok(payload) if payload.len() <= inner.max_payload_bytes => Some(payload),
-            Ok(payload) => {
+        match R::encode(inner.codec, &value) {
+            Ok(payload) if payload.1.len() <= inner.max_payload_bytes => Some(payload),
+            Ok((_, payload)) => {
                 let error = too_large(key, payload.len(), inner.max_payload_bytes);
                 tracing::warn!(key, %error, "value not cached");
                 None
@@ -80,7 +80,7 @@ pub(crate) async fn write<T: Value>(
     } else {
         None
     };
-    write_encoded(
+    write_encoded::<R>(
         inner,
         key,
         value,
@@ -97,11 +97,11 @@ pub(crate) async fn write<T: Value>(
 /// `None`). `marks` is the running read the value comes from (`None` for a
 /// `set`, which is itself the newest write).
 #[allow(clippy::too_many_arguments)]
-async fn write_encoded<T: Value>(
+async fn write_encoded<R: Repr>(
     inner: &Inner,
     key: &str,
-    value: T,
-    payload: Option<Vec<u8>>,
+    value: R::Value,
+    payload: Option<(u8, Bytes)>,
     options: &HybridEntryOptions,
     created_ms: u64,
     epochs: (u64, u64),
@@ -111,9 +111,9 @@ async fn write_encoded<T: Value>(
         created_ms,
         logical_expiry_ms: created_ms.saturating_add(millis(options.expiration)),
     };
-    let payload_len = payload.as_ref().map_or(0, |p| p.len() as u64);
+    let payload_len = payload.as_ref().map_or(0, |(_, p)| p.len() as u64);
     let tags = options.tags.clone();
-    let entry = Arc::new(new_entry(
+    let entry = Arc::new(new_entry::<R>(
         inner,
         key,
         value,
@@ -123,7 +123,7 @@ async fn write_encoded<T: Value>(
         payload_len,
         epochs,
     ));
-    let Some(payload) = payload else {
+    let Some((codec, payload)) = payload else {
         return entry;
     };
     let invalidated = || marks.is_some_and(|m| m.invalidates(&options.tags));
@@ -145,11 +145,11 @@ async fn write_encoded<T: Value>(
     }
     if options.writes_l2() {
         let envelope = Envelope {
-            codec: inner.codec.id(),
+            codec,
             created_ms,
             logical_expiry_ms: times.logical_expiry_ms,
             tags: options.tags.clone(),
-            payload: Bytes::from(payload),
+            payload,
         };
         let physical = options
             .fail_safe_max
@@ -214,10 +214,10 @@ pub(crate) struct Times {
 /// Builds an L1 entry: local expiration (with jitter, capped by the logical
 /// expiry), fail-safe retention and eager-refresh point.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn new_entry<T: Value>(
+pub(crate) fn new_entry<R: Repr>(
     inner: &Inner,
     key: &str,
-    value: T,
+    value: R::Value,
     times: Times,
     tags: Vec<String>,
     options: &HybridEntryOptions,
@@ -260,7 +260,7 @@ pub(crate) fn new_entry<T: Value>(
         times.created_ms.saturating_add(offset)
     });
     L1Entry {
-        value: Box::new(value),
+        value: R::store(value),
         created_ms: times.created_ms,
         logical_expiry_ms: times.logical_expiry_ms,
         fresh_until_ms: AtomicU64::new(fresh_until_ms),
