@@ -269,23 +269,19 @@ async fn absolute_and_relative_entries_expire_on_time<C: DistributedCache + ?Siz
     const CHECK: &str = "absolute_and_relative_entries_expire_on_time";
     let relative = k.key("expires-relative");
     let absolute = k.key("expires-absolute");
-    set(
-        cache,
-        &relative,
-        value("v"),
-        &EntryOptions::new().with_relative_expiration(400 * MS),
-        CHECK,
-    )
-    .await;
-    let at = SystemTime::now() + 400 * MS;
-    set(
-        cache,
-        &absolute,
-        value("v"),
-        &EntryOptions::new().with_absolute_expiration(at),
-        CHECK,
-    )
-    .await;
+    let sub_second = k.key("expires-sub-second");
+    let second = EntryOptions::new().with_relative_expiration(1000 * MS);
+    set(cache, &relative, value("v"), &second, CHECK).await;
+    let at = SystemTime::now() + 1000 * MS;
+    let at = EntryOptions::new().with_absolute_expiration(at);
+    set(cache, &absolute, value("v"), &at, CHECK).await;
+    // 400 ms: a backend that rounds expiry up to whole seconds keeps it 1 s.
+    let short = EntryOptions::new().with_relative_expiration(400 * MS);
+    set(cache, &sub_second, value("v"), &short, CHECK).await;
+    assert!(
+        get(cache, &sub_second, CHECK).await.is_some(),
+        "[{CHECK}] a 400 ms entry expired at once"
+    );
     sleep(100 * MS).await;
     assert!(
         get(cache, &relative, CHECK).await.is_some(),
@@ -295,16 +291,56 @@ async fn absolute_and_relative_entries_expire_on_time<C: DistributedCache + ?Siz
         get(cache, &absolute, CHECK).await.is_some(),
         "[{CHECK}] absolute entry expired early"
     );
-    sleep(600 * MS).await;
+    sleep(750 * MS).await;
+    assert_eq!(
+        get(cache, &sub_second, CHECK).await,
+        None,
+        "[{CHECK}] a 400 ms entry outlived 850 ms: is expiry rounded to seconds?"
+    );
+    sleep(650 * MS).await;
     assert_eq!(
         get(cache, &relative, CHECK).await,
         None,
-        "[{CHECK}] a 400 ms relative entry outlived 700 ms"
+        "[{CHECK}] a 1 s relative entry outlived 1.5 s"
     );
     assert_eq!(
         get(cache, &absolute, CHECK).await,
         None,
-        "[{CHECK}] a 400 ms absolute entry outlived 700 ms"
+        "[{CHECK}] a 1 s absolute entry outlived 1.5 s"
+    );
+}
+
+/// Reads or refreshes a 1 s sliding entry every 250 ms for 1.25 s (each touch
+/// well inside the window, so a loaded machine does not fail it), then leaves
+/// it idle for 1.6 s: it must be gone.
+async fn touch_a_sliding_entry<C: DistributedCache + ?Sized>(
+    cache: &C,
+    key: &str,
+    by_refresh: bool,
+    check: &str,
+) {
+    let options = EntryOptions::new().with_sliding_expiration(1000 * MS);
+    set(cache, key, value("v"), &options, check).await;
+    for i in 0..5 {
+        sleep(250 * MS).await;
+        if by_refresh {
+            refresh(cache, key, check).await;
+        } else {
+            assert!(
+                get(cache, key, check).await.is_some(),
+                "[{check}] read {i} found nothing: get did not renew the entry"
+            );
+        }
+    }
+    assert!(
+        get(cache, key, check).await.is_some(),
+        "[{check}] the entry did not survive 1.25 s of touches every 250 ms"
+    );
+    sleep(1600 * MS).await;
+    assert_eq!(
+        get(cache, key, check).await,
+        None,
+        "[{check}] idle sliding entry did not expire"
     );
 }
 
@@ -313,65 +349,32 @@ async fn sliding_entry_expires_when_idle_and_reads_renew_it<C: DistributedCache 
     k: &Keys,
 ) {
     const CHECK: &str = "sliding_entry_expires_when_idle_and_reads_renew_it";
-    let key = k.key("sliding-get");
-    let options = EntryOptions::new().with_sliding_expiration(500 * MS);
-    set(cache, &key, value("v"), &options, CHECK).await;
-    // Four reads 250 ms apart: 1 s in all, twice the window, and alive at each.
-    for i in 0..4 {
-        sleep(250 * MS).await;
-        assert!(
-            get(cache, &key, CHECK).await.is_some(),
-            "[{CHECK}] read {i} found nothing: get did not renew"
-        );
-    }
-    sleep(900 * MS).await;
-    assert_eq!(
-        get(cache, &key, CHECK).await,
-        None,
-        "[{CHECK}] idle sliding entry did not expire"
-    );
+    touch_a_sliding_entry(cache, &k.key("sliding-get"), false, CHECK).await;
 }
 
 async fn refresh_renews_a_sliding_entry<C: DistributedCache + ?Sized>(cache: &C, k: &Keys) {
     const CHECK: &str = "refresh_renews_a_sliding_entry";
-    let key = k.key("sliding-refresh");
-    let options = EntryOptions::new().with_sliding_expiration(500 * MS);
-    set(cache, &key, value("v"), &options, CHECK).await;
-    for _ in 0..4 {
-        sleep(250 * MS).await;
-        refresh(cache, &key, CHECK).await;
-    }
-    assert!(
-        get(cache, &key, CHECK).await.is_some(),
-        "[{CHECK}] refresh did not renew the entry"
-    );
-    sleep(900 * MS).await;
-    assert_eq!(
-        get(cache, &key, CHECK).await,
-        None,
-        "[{CHECK}] idle sliding entry did not expire"
-    );
+    touch_a_sliding_entry(cache, &k.key("sliding-refresh"), true, CHECK).await;
 }
 
 async fn sliding_never_outlives_absolute<C: DistributedCache + ?Sized>(cache: &C, k: &Keys) {
     const CHECK: &str = "sliding_never_outlives_absolute";
     let key = k.key("sliding-capped");
+    // Capped at 1.2 s; each touch would otherwise push expiry 1 s further.
     let options = EntryOptions::new()
-        .with_relative_expiration(700 * MS)
-        .with_sliding_expiration(500 * MS);
+        .with_relative_expiration(1200 * MS)
+        .with_sliding_expiration(1000 * MS);
     set(cache, &key, value("v"), &options, CHECK).await;
-    sleep(250 * MS).await;
-    assert!(
-        get(cache, &key, CHECK).await.is_some(),
-        "[{CHECK}] expired early"
-    );
-    sleep(250 * MS).await;
-    assert!(
-        get(cache, &key, CHECK).await.is_some(),
-        "[{CHECK}] expired early"
-    );
+    for _ in 0..2 {
+        sleep(400 * MS).await;
+        assert!(
+            get(cache, &key, CHECK).await.is_some(),
+            "[{CHECK}] expired early"
+        );
+    }
     refresh(cache, &key, CHECK).await;
-    sleep(450 * MS).await;
+    // At 1.5 s: past the 1.2 s cap, short of the 1.8 s an uncapped slide reaches.
+    sleep(700 * MS).await;
     assert_eq!(
         get(cache, &key, CHECK).await,
         None,
@@ -385,21 +388,16 @@ async fn refresh_does_not_extend_absolute_only_entries<C: DistributedCache + ?Si
 ) {
     const CHECK: &str = "refresh_does_not_extend_absolute_only_entries";
     let key = k.key("absolute-refresh");
-    set(
-        cache,
-        &key,
-        value("v"),
-        &EntryOptions::new().with_relative_expiration(400 * MS),
-        CHECK,
-    )
-    .await;
-    sleep(200 * MS).await;
+    let options = EntryOptions::new().with_relative_expiration(1000 * MS);
+    set(cache, &key, value("v"), &options, CHECK).await;
+    sleep(600 * MS).await;
     refresh(cache, &key, CHECK).await;
     assert!(
         get(cache, &key, CHECK).await.is_some(),
         "[{CHECK}] expired early"
     );
-    sleep(500 * MS).await;
+    // At 1.3 s: past its 1 s expiry, short of the 1.6 s a renewal would give.
+    sleep(700 * MS).await;
     assert_eq!(
         get(cache, &key, CHECK).await,
         None,
