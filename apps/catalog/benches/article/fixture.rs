@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use catalog::cache::{
     LIST_EXPIRATION, LIST_KEY, LIST_SLIDING, LIST_TAG, LOCAL_EXPIRATION, PRODUCT_EXPIRATION,
-    PRODUCT_SLIDING, product_key,
+    PRODUCT_SLIDING, ProductCache, product_key,
 };
 use catalog::db::{self, PostgresRepository, ProductRepository};
 use catalog::model::{Product, ProductList};
 use catalog::seed;
+use catalog::{CacheMode, Config};
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion};
@@ -59,6 +60,12 @@ pub(crate) struct Fixture {
     pub(crate) l1: HybridCache,
     /// HybridCache with L1 and Redis as L2 (no backplane: a read never uses it).
     pub(crate) hybrid: HybridCache,
+    /// The same two, holding the catalog's cached bodies (raw-bytes API):
+    /// a key holds one kind, typed or raw.
+    pub(crate) l1_body: HybridCache,
+    pub(crate) hybrid_body: HybridCache,
+    /// The catalog's own cache, `CACHE=redis`, on the entries above.
+    pub(crate) catalog: ProductCache,
     pub(crate) map_product: HashMap<String, Arc<Product>>,
     pub(crate) map_list: HashMap<String, ProductList>,
     /// The JSON of one product: what `GET /products/{id}` serves.
@@ -221,6 +228,33 @@ pub(crate) async fn build() -> &'static Fixture {
             .expect("fill list");
     }
 
+    let l1_body = HybridCache::builder().build();
+    let l2 = RedisCache::new(
+        RedisCacheOptions::new(server.url()).with_instance_name("bench-hybrid-body:"),
+    )
+    .expect("RedisCache");
+    let hybrid_body = HybridCache::builder().distributed(Arc::new(l2)).build();
+    for cache in [&l1_body, &hybrid_body] {
+        let (p, l) = (product_json.clone(), list_json.clone());
+        cache
+            .get_or_create_bytes(&product_key, &product_options(), move |_| async move {
+                Ok::<_, std::io::Error>(p)
+            })
+            .await
+            .expect("fill product body");
+        cache
+            .get_or_create_bytes(LIST_KEY, &list_options(), move |_| async move {
+                Ok::<_, std::io::Error>(l)
+            })
+            .await
+            .expect("fill list body");
+    }
+    let mut config = Config::defaults();
+    config.cache = CacheMode::Redis;
+    config.redis_url = Some(server.url());
+    config.instance_name = "bench:".into();
+    let catalog = ProductCache::from_config(&config).expect("the catalog's cache");
+
     let map_product = HashMap::from([(product_key.clone(), Arc::new(product))]);
     let map_list = HashMap::from([(LIST_KEY.to_owned(), list)]);
     Box::leak(Box::new(Fixture {
@@ -232,6 +266,9 @@ pub(crate) async fn build() -> &'static Fixture {
         raw,
         l1,
         hybrid,
+        l1_body,
+        hybrid_body,
+        catalog,
         map_product,
         map_list,
         product_json,

@@ -1,16 +1,18 @@
 //! The cache strategies behind [`ProductCache`](super::ProductCache): no cache,
-//! a plain [`DistributedCache`] through the typed helpers (memory or Redis),
-//! and [`HybridCache`]. Each implements get-or-load, invalidation and a health
-//! probe; the policy (keys, lifetimes) lives in the parent module.
+//! a plain [`DistributedCache`] (memory or Redis), and [`HybridCache`]. Each
+//! implements get-or-load, invalidation and a health probe; the policy (keys,
+//! lifetimes) lives in the parent module.
+//!
+//! Values are cached as the JSON the API serves (response bodies), so a hit
+//! is served as it is: no decode, no re-encode. A plain cache stores those
+//! bytes under the key; HybridCache through its raw-bytes API.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use strata::{
-    DistributedCache, DistributedCacheExt, EntryOptions, ErrorKind, FactoryContext, HybridCache,
+    Bytes, DistributedCache, EntryOptions, ErrorKind, FactoryContext, HybridCache,
     HybridEntryOptions, MemoryDistributedCache,
 };
 use strata_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
@@ -21,7 +23,6 @@ use super::{
 };
 use crate::config::{CacheMode, Config};
 use crate::db::RepoError;
-use crate::model::{Product, ProductList};
 
 /// How long a readiness probe waits for Redis.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -37,27 +38,15 @@ pub enum CacheError {
     Redis(#[source] strata::Error),
 }
 
-/// What the catalog caches: a product (or its absence) and the list.
-pub(crate) trait Cacheable:
-    Clone + Serialize + DeserializeOwned + Send + Sync + 'static
-{
-    /// True for a cached absence, which lives only [`NEGATIVE_EXPIRATION`].
-    fn is_negative(&self) -> bool;
+/// The cached body of a product that does not exist: JSON `null`, which is
+/// also what the typed helpers wrote for `Option::<Product>::None`.
+pub(crate) const NEGATIVE: &[u8] = b"null";
+
+fn is_negative(body: &[u8]) -> bool {
+    body == NEGATIVE
 }
 
-impl Cacheable for Option<Product> {
-    fn is_negative(&self) -> bool {
-        self.is_none()
-    }
-}
-
-impl Cacheable for ProductList {
-    fn is_negative(&self) -> bool {
-        false
-    }
-}
-
-/// The options of a plain (typed-helper) entry.
+/// The options of a plain-cache entry.
 fn entry_options(entry: Entry, negative: bool) -> EntryOptions {
     match (entry, negative) {
         (_, true) => EntryOptions::new().with_relative_expiration(NEGATIVE_EXPIRATION),
@@ -88,8 +77,8 @@ fn hybrid_options(entry: Entry) -> HybridEntryOptions {
 pub(crate) enum Backend {
     /// `CACHE=none`.
     None,
-    /// `CACHE=memory` or `CACHE=redis`: one [`DistributedCache`] through the
-    /// typed helpers, the article's setup.
+    /// `CACHE=memory` or `CACHE=redis`: one [`DistributedCache`], the
+    /// article's setup.
     Typed {
         cache: Arc<dyn DistributedCache>,
         /// The same cache when it is Redis, for readiness probes.
@@ -170,48 +159,49 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn get_or_load<T, F, Fut>(
+    /// The body under `key`, or `load`'s, which is then cached. Cache
+    /// failures are logged and fall back to `load`; only its error returns.
+    pub(crate) async fn get_or_load<F, Fut>(
         &self,
         key: &str,
         entry: Entry,
         load: F,
-    ) -> Result<T, RepoError>
+    ) -> Result<Bytes, RepoError>
     where
-        T: Cacheable,
         F: Fn() -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, RepoError>> + Send + 'static,
+        Fut: Future<Output = Result<Bytes, RepoError>> + Send + 'static,
     {
         match self {
             Backend::None => load().await,
             Backend::Typed { cache, .. } => {
-                match cache.get_value::<T>(key).await {
-                    Ok(Some(value)) => return Ok(value),
+                match cache.get(key).await {
+                    Ok(Some(body)) => return Ok(body),
                     Ok(None) => {}
                     Err(error) => {
                         tracing::warn!(key, %error, "cache read failed; reading the database");
                     }
                 }
-                let value = load().await?;
-                let options = entry_options(entry, value.is_negative());
-                if let Err(error) = cache.set_value_with(key, &value, &options).await {
+                let body = load().await?;
+                let options = entry_options(entry, is_negative(&body));
+                if let Err(error) = cache.set(key, body.clone(), &options).await {
                     tracing::warn!(key, %error, "cache write failed; the value is served uncached");
                 }
-                Ok(value)
+                Ok(body)
             }
             Backend::Hybrid { cache, .. } => {
                 let factory_load = load.clone();
                 let factory = move |context: FactoryContext| async move {
-                    let value = factory_load().await?;
-                    if value.is_negative() {
+                    let body = factory_load().await?;
+                    if is_negative(&body) {
                         context.set_expiration(NEGATIVE_EXPIRATION);
                     }
-                    Ok::<T, RepoError>(value)
+                    Ok::<Bytes, RepoError>(body)
                 };
                 match cache
-                    .get_or_create(key, &hybrid_options(entry), factory)
+                    .get_or_create_bytes(key, &hybrid_options(entry), factory)
                     .await
                 {
-                    Ok(value) => Ok(value),
+                    Ok(body) => Ok(body),
                     Err(error) if error.kind() == ErrorKind::Factory => {
                         // The database failed inside the factory: that is the
                         // answer, no need to ask it again.

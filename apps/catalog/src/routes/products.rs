@@ -24,6 +24,9 @@ pub const MAX_LIMIT: usize = 1_000;
 /// The response header that carries the number of products before paging.
 pub const TOTAL_COUNT: &str = "x-total-count";
 
+/// The content type of product bodies.
+const APPLICATION_JSON: &str = "application/json";
+
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -67,17 +70,19 @@ pub async fn list(
         }
         None => None,
     };
-    let all = state.cache.list(&state.repo).await?;
-    let total = all.0.len();
-    let start = paging.offset.unwrap_or(0).min(total);
-    let end = limit.map_or(total, |l| start.saturating_add(l).min(total));
-    // Serialized from the shared list without copying the products.
-    let body = serde_json::to_vec(&all.0[start..end])
-        .map_err(|e| ApiError::Internal(format!("serializing products: {e}")))?;
+    let body = state.cache.list_body(&state.repo).await?;
+    // The whole list is the cached body itself, served without a copy; a
+    // page is cut out of it (see `ListBody`).
+    let (body, total) = if paging.offset.is_none() && limit.is_none() {
+        let total = body.count();
+        (body.bytes().clone(), total)
+    } else {
+        body.page(paging.offset.unwrap_or(0), limit)
+    };
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static(APPLICATION_JSON),
     );
     headers.insert(TOTAL_COUNT, HeaderValue::from(total));
     Ok((StatusCode::OK, headers, body).into_response())
@@ -97,9 +102,10 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
-) -> Result<AppJson<Product>, ApiError> {
-    match state.cache.product(&state.repo, id).await? {
-        Some(product) => Ok(AppJson(product)),
+) -> Result<Response, ApiError> {
+    // The cached body, served as it is.
+    match state.cache.product_body(&state.repo, id).await? {
+        Some(body) => Ok(([(header::CONTENT_TYPE, APPLICATION_JSON)], body).into_response()),
         None => Err(not_found(id)),
     }
 }
