@@ -1,16 +1,22 @@
 //! L1 hit cost of `HybridCache::get_or_create`, against the baseline the
 //! architecture sets: a `HashMap<String, Arc<T>>` with the foldhash hasher,
-//! `get` plus a clone of the `Arc`, measured in the same run. quick_cache's own
-//! `get` is measured too: it is the floor of our hit path.
+//! `get` plus a clone of the `Arc`, measured in the same run.
+//!
+//! Also measured beside them: the raw structure under L1 (sharded
+//! `RwLock<HashMap>`s, a read that clones the value under the shard's read
+//! lock: what `sharded::ShardedMap::read` does, rebuilt here because the
+//! engine is private), quick_cache's `get` (the structure L1 used before),
+//! and the hit of the raw-bytes API.
 //!
 //! Run: `taskset -c 0 cargo bench -p strata --bench hybrid_l1`.
 //! The ratio to report is `hybrid_get_or_create / hashmap_foldhash_arc`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::hash::BuildHasher;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_main};
@@ -18,7 +24,7 @@ use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 use serde::{Deserialize, Serialize};
-use strata::{HybridCache, HybridEntryOptions};
+use strata::{Bytes, HybridCache, HybridEntryOptions};
 
 /// The small struct the bench caches.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,7 +82,38 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a Tokio runtime")
 }
 
-/// A cache with `KEYS` entries, its coarse clock ticking.
+/// The raw structure under L1, rebuilt: sharded `RwLock<HashMap>`s, the
+/// shard picked by the high bits of a foldhash, the value cloned under the
+/// read lock.
+struct Sharded {
+    shards: Vec<RwLock<HashMap<Arc<str>, Small, foldhash::fast::RandomState>>>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Sharded {
+    fn new(count: usize) -> Self {
+        Self {
+            shards: (0..count).map(|_| RwLock::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+    fn shard(&self, key: &str) -> &RwLock<HashMap<Arc<str>, Small, foldhash::fast::RandomState>> {
+        let index = (self.hasher.hash_one(key) >> 32) as usize & (self.shards.len() - 1);
+        &self.shards[index]
+    }
+    fn insert(&self, key: &str, value: Small) {
+        self.shard(key)
+            .write()
+            .expect("lock")
+            .insert(Arc::from(key), value);
+    }
+    fn get(&self, key: &str) -> Option<Small> {
+        self.shard(key).read().expect("lock").get(key).cloned()
+    }
+}
+
+/// A cache with `KEYS` entries (typed, and raw under `raw:`), its coarse
+/// clock ticking.
 fn filled_cache(rt: &tokio::runtime::Runtime) -> HybridCache {
     rt.block_on(async {
         let cache = HybridCache::builder().build();
@@ -86,6 +123,11 @@ fn filled_cache(rt: &tokio::runtime::Runtime) -> HybridCache {
                 .set(&format!("product:{id}"), small(id), &options)
                 .await
                 .expect("set");
+            let body = Bytes::from(format!("{{\"id\":{id},\"price_cents\":1999,\"stock\":7}}"));
+            cache
+                .set_bytes(&format!("raw:product:{id}"), body, &options)
+                .await
+                .expect("set_bytes");
         }
         // Let the clock's ticker run once, as it does in a live service.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -117,6 +159,13 @@ fn l1_hit(c: &mut Criterion) {
     c.bench_function("l1_hit/hashmap_foldhash_arc", |b| {
         b.iter(|| black_box(map.get(black_box(HOT)).cloned()));
     });
+    let sharded = Sharded::new(8);
+    for id in 0..KEYS {
+        sharded.insert(&format!("product:{id}"), small(id));
+    }
+    c.bench_function("l1_hit/sharded_rwlock_hashmap_read", |b| {
+        b.iter(|| black_box(sharded.get(black_box(HOT))));
+    });
     c.bench_function("l1_hit/quick_cache_get", |b| {
         b.iter(|| black_box(qc.get(black_box(HOT))));
     });
@@ -124,6 +173,17 @@ fn l1_hit(c: &mut Criterion) {
     let rt = runtime();
     let cache = filled_cache(&rt);
     bench_hit(c, &rt, &cache, "l1_hit/hybrid_get_or_create");
+    let options = HybridEntryOptions::new();
+    c.bench_function("l1_hit/hybrid_get_or_create_bytes", |b| {
+        b.to_async(&rt).iter(|| async {
+            let value = cache
+                .get_or_create_bytes(black_box("raw:product:42"), &options, |_| async {
+                    Ok::<_, Infallible>(Bytes::new())
+                })
+                .await;
+            black_box(value)
+        });
+    });
 
     // The same with a metrics recorder installed before the cache is built.
     metrics::set_global_recorder(AtomicRecorder).expect("no recorder installed yet");

@@ -1,8 +1,8 @@
 //! [`HybridCacheBuilder`]: every cache-wide setting and its default, in one place.
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -16,7 +16,7 @@ use super::l2::{Breaker, DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_THRESHOLD, L
 use super::listener::{self, Announcer};
 use super::options::HybridEntryOptions;
 use super::stampede::Flights;
-use super::stats::Stats;
+use super::stats::{FLUSH_EVERY, Stats};
 use super::tags::Tags;
 use crate::backplane::Backplane;
 use crate::distributed::DistributedCache;
@@ -43,7 +43,7 @@ pub const DEFAULT_L2_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// use std::sync::Arc;
+/// use std::sync::{Arc, Weak};
 /// use std::time::Duration;
 /// use strata::{HybridCache, HybridEntryOptions, InProcessBackplane, MemoryDistributedCache};
 ///
@@ -131,7 +131,9 @@ impl HybridCacheBuilder {
     }
 
     /// L1 capacity in estimated bytes (keys, encoded sizes, tags, ~160 bytes
-    /// of overhead per entry). Past it, the least valuable entries are evicted.
+    /// of overhead per entry). Past it, entries not read lately are evicted.
+    /// L1 is split into shards (four per core, 4 to 64), each with its share
+    /// of the capacity: an entry heavier than one share is not kept in L1.
     pub fn l1_capacity_bytes(mut self, bytes: u64) -> Self {
         self.l1_capacity_bytes = bytes;
         self
@@ -230,6 +232,25 @@ impl HybridCacheBuilder {
         if let Some(subscription) = subscription {
             listener::spawn(Arc::downgrade(&inner), subscription, shutdown_rx);
         }
+        spawn_metrics_flush(Arc::downgrade(&inner));
         HybridCache { inner }
     }
+}
+
+/// Adds the L1 hits to the `metrics` counter every [`FLUSH_EVERY`] (the hit
+/// path does not touch the metric), until the cache is dropped. Without a
+/// runtime, hits reach the metric when the cache is dropped.
+fn spawn_metrics_flush(cache: Weak<Inner>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let mut interval = tokio::time::interval(FLUSH_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(cache) = cache.upgrade() else { return };
+            cache.stats.flush_metrics();
+        }
+    });
 }

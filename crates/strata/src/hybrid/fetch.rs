@@ -350,6 +350,9 @@ pub(crate) async fn get_slow<R: Repr>(inner: &Arc<Inner>, key: &str) -> Result<O
         inner.stats.l1_hit();
         return Ok(Some(value));
     }
+    if !inner.l2.is_configured() {
+        return Ok(None);
+    }
     // Registered before the L2 read: a remove landing after it keeps the
     // value read from L2 out of L1.
     let read = inner.reads.start(key);

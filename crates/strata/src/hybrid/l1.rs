@@ -1,25 +1,24 @@
 //! L1: the in-process layer. Typed values, bounded by weight, no decoding on
 //! a hit.
 //!
-//! Why quick_cache: measured on the development VM, `moka`'s `get` costs about
-//! 5x a plain `HashMap` lookup (its read path records the access in a
-//! concurrent buffer), while quick_cache's sharded, lock-per-shard CLOCK-Pro
-//! map reads under one shard `RwLock` with no allocation. It evicts by the
-//! weight we give each entry (key, encoded payload size, tags, overhead),
-//! which bounds memory by bytes instead of entry count. It has no TTL of its
-//! own: every entry carries its deadlines and the hit path checks them.
+//! The map is `sharded`'s: sharded read-write locks, CLOCK eviction by the
+//! weight we give each entry (key, encoded payload size, tags, overhead), so
+//! memory is bounded by bytes instead of entry count. (`moka`'s `get` measured
+//! about 5x a plain `HashMap` lookup here, quick_cache's about 1.8x: see
+//! `sharded` for why.) It has no TTL of its own: every entry carries its
+//! deadlines and the hit path checks them.
 //!
-//! The value is stored type-erased (`Box<dyn Any>`) inside an `Arc` so that
-//! one cache holds any `T`; a hit clones the `Arc`, downcasts and clones `T`.
+//! The value is stored type-erased (`Box<dyn Any>`) inside an `Arc` (so that
+//! one cache holds any `T`, and slow paths can keep an entry past its
+//! removal); a hit runs under the shard's read lock, checks the deadlines,
+//! downcasts and clones `T`, and touches no reference count.
 
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use quick_cache::Weighter;
-
 use super::repr::Repr;
-use quick_cache::sync::Cache;
+use super::sharded::ShardedMap;
 
 /// Bytes charged per entry on top of key, payload and tags: the map slot, the
 /// `Arc`ed entry header and the boxed value's own struct. An estimate.
@@ -123,57 +122,50 @@ impl L1Entry {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct EntryWeighter;
-
-impl Weighter<String, Arc<L1Entry>> for EntryWeighter {
-    fn weight(&self, key: &String, entry: &Arc<L1Entry>) -> u64 {
-        let tags: usize = entry.tags.iter().map(String::len).sum();
-        // Never zero: quick_cache never evicts zero-weight entries.
-        (key.len() + tags) as u64 + entry.payload_len + ENTRY_OVERHEAD
-    }
+/// The weight of an entry: key, encoded payload, tags and a fixed overhead.
+fn weight(key: &str, entry: &L1Entry) -> u64 {
+    let tags: usize = entry.tags.iter().map(String::len).sum();
+    (key.len() + tags) as u64 + entry.payload_len + ENTRY_OVERHEAD
 }
 
-type Map = Cache<
-    String,
-    Arc<L1Entry>,
-    EntryWeighter,
-    foldhash::fast::RandomState,
-    quick_cache::sync::DefaultLifecycle<String, Arc<L1Entry>>,
->;
+/// Most shards of an L1: more would make each shard's share of the capacity
+/// (the heaviest entry it keeps) small.
+const MAX_SHARDS: usize = 64;
 
 /// The bounded L1 map. Shared by all clones of a cache through `Inner`.
 #[derive(Debug)]
 pub(crate) struct L1 {
-    map: Map,
+    map: ShardedMap<Arc<L1Entry>>,
 }
 
 impl L1 {
-    /// An L1 holding about `capacity_bytes` of weighted entries.
+    /// An L1 holding about `capacity_bytes` of weighted entries, over four
+    /// shards per core (at most [`MAX_SHARDS`]): readers on different cores
+    /// seldom share a lock. An entry heavier than one shard's share is not kept.
     pub(crate) fn new(capacity_bytes: u64) -> Self {
-        // quick_cache sizes its tables from an item estimate: assume ~1 KiB entries.
-        let estimated = usize::try_from(capacity_bytes / 1024)
-            .unwrap_or(usize::MAX)
-            .clamp(64, 1 << 20);
-        let map = Cache::with(
-            estimated,
-            capacity_bytes.max(1),
-            EntryWeighter,
-            foldhash::fast::RandomState::default(),
-            Default::default(),
-        );
-        Self { map }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let shards = (cores * 4).clamp(4, MAX_SHARDS);
+        Self {
+            map: ShardedMap::new(capacity_bytes.max(1), shards),
+        }
+    }
+
+    /// Runs `f` on the entry under `key` (whatever its deadlines) under the
+    /// shard's read lock: the hit path, with no reference-count traffic.
+    #[inline]
+    pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(&L1Entry) -> R) -> Option<R> {
+        self.map.read(key, |entry| f(entry))
     }
 
     /// The entry under `key`, whatever its deadlines.
-    #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
-        self.map.get(key)
+        self.map.read(key, Arc::clone)
     }
 
-    /// Inserts or replaces; an entry heavier than the whole capacity is not kept.
+    /// Inserts or replaces; an entry heavier than a shard's capacity is not kept.
     pub(crate) fn insert(&self, key: &str, entry: Arc<L1Entry>) {
-        self.map.insert(key.to_owned(), entry);
+        let weight = weight(key, &entry);
+        self.map.insert(key, entry, weight);
     }
 
     pub(crate) fn remove(&self, key: &str) {

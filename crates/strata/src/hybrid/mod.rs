@@ -14,7 +14,8 @@
 //!   engine sees them.
 //! - `fetch`: the miss path run once per key (L2, factory, write-back);
 //!   `write`: building entries and writing them through the layers.
-//! - `l1`: the bounded in-process layer; `l2`: timeouts and circuit breaker.
+//! - `l1`: the bounded in-process layer, on `sharded`'s map; `l2`: timeouts
+//!   and circuit breaker.
 //! - `stampede`: one in-flight fetch per key; `tags`: tag invalidation times;
 //!   `invalidation`: invalidations that land while a read runs (the
 //!   cache-aside race).
@@ -35,6 +36,7 @@ mod listener;
 mod options;
 mod raw;
 mod repr;
+mod sharded;
 mod stampede;
 mod stats;
 mod tags;
