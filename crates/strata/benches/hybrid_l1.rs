@@ -3,9 +3,9 @@
 //! `get` plus a clone of the `Arc`, measured in the same run.
 //!
 //! Also measured beside them: the raw structure under L1 (sharded
-//! `RwLock<HashMap>`s, a read that clones the value under the shard's read
-//! lock: what `sharded::ShardedMap::read` does, rebuilt here because the
-//! engine is private), quick_cache's `get` (the structure L1 used before),
+//! `RwLock<HashMap>`s keyed by the key's hash, a read that clones the value
+//! under the shard's read lock: what `sharded::ShardedMap::read` does,
+//! rebuilt here because the engine is private), quick_cache's `get` (the structure L1 used before),
 //! and the hit of the raw-bytes API.
 //!
 //! Run: `taskset -c 0 cargo bench -p strata --bench hybrid_l1`.
@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -82,12 +82,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a Tokio runtime")
 }
 
-/// The raw structure under L1, rebuilt: sharded `RwLock<HashMap>`s, the
-/// shard picked by the high bits of a foldhash, the value cloned under the
-/// read lock.
+/// The raw structure under L1, rebuilt: sharded `RwLock<HashMap>`s keyed by
+/// the key's foldhash (high bits pick the shard, a pass-through hasher in the
+/// table), the key compared, the value cloned under the read lock.
 struct Sharded {
-    shards: Vec<RwLock<HashMap<Arc<str>, Small, foldhash::fast::RandomState>>>,
+    shards: Vec<RwLock<Table>>,
     hasher: foldhash::fast::RandomState,
+}
+
+type Table = HashMap<u64, (Box<str>, Small), BuildHasherDefault<PassThrough>>;
+
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("u64 keys only")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl Sharded {
@@ -97,18 +114,25 @@ impl Sharded {
             hasher: foldhash::fast::RandomState::default(),
         }
     }
-    fn shard(&self, key: &str) -> &RwLock<HashMap<Arc<str>, Small, foldhash::fast::RandomState>> {
-        let index = (self.hasher.hash_one(key) >> 32) as usize & (self.shards.len() - 1);
-        &self.shards[index]
+    fn locate(&self, key: &str) -> (u64, &RwLock<Table>) {
+        let hash = self.hasher.hash_one(key);
+        let index = (hash >> 32) as usize & (self.shards.len() - 1);
+        (hash, &self.shards[index])
     }
     fn insert(&self, key: &str, value: Small) {
-        self.shard(key)
+        let (hash, shard) = self.locate(key);
+        shard
             .write()
             .expect("lock")
-            .insert(Arc::from(key), value);
+            .insert(hash, (Box::from(key), value));
     }
     fn get(&self, key: &str) -> Option<Small> {
-        self.shard(key).read().expect("lock").get(key).cloned()
+        let (hash, shard) = self.locate(key);
+        let table = shard.read().expect("lock");
+        table
+            .get(&hash)
+            .filter(|(k, _)| **k == *key)
+            .map(|(_, v)| v.clone())
     }
 }
 

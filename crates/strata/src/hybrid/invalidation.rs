@@ -15,6 +15,15 @@
 //! factory may add tags, a read keeps the tags invalidated during its run and
 //! checks its final tags against them when it writes.
 //!
+//! The L2 write of a marked read is skipped, and one that was under way when
+//! the mark came is followed by an L2 removal (the invalidation's own
+//! removal may have reached L2 first). What remains open: a peer's
+//! invalidation whose notice arrives only after this read's L2 write has
+//! completed, while its L2 removal reached L2 before that write. L1 is then
+//! cleaned by the notice, but L2 keeps the read's value until it expires.
+//! Closing that needs versioned writes in L2 (a compare-and-set), which the
+//! `DistributedCache` contract does not offer.
+//!
 //! What this does not own: the L1 and L2 writes themselves (see `write`), and
 //! the timestamp rules of tags (see `tags`).
 

@@ -18,19 +18,27 @@
 //! evicted. Removed or replaced entries leave stale queue items behind, which
 //! are skipped when popped and compacted when they outnumber live entries.
 //!
+//! One hash per call: the key is hashed once (foldhash); the high bits pick
+//! the shard and the whole hash is the table's key, under a pass-through
+//! hasher. A table holds one entry per hash: a second key with the same
+//! 64-bit hash (a collision, vanishingly rare) replaces the first, and every
+//! read compares the key itself, so a collision costs a miss, never a wrong
+//! value.
+//!
 //! Why `std::sync::RwLock`: on Linux it is a futex word (a read lock is one
 //! compare-and-swap, an unlock one subtraction), as cheap as parking_lot's
 //! for uncontended reads, and needs no dependency. Closures given to
 //! [`read`](ShardedMap::read) must not call back into the map.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// A slot of the table: the value, its weight and its CLOCK bit.
+/// A slot of the table: the key, the value, its weight and its CLOCK bit.
 #[derive(Debug)]
 struct Slot<V> {
+    key: Box<str>,
     value: V,
     weight: u64,
     /// Set by reads, cleared by the eviction hand.
@@ -39,11 +47,33 @@ struct Slot<V> {
     id: u64,
 }
 
+/// Hashes a `u64` key to itself: table keys are already foldhash outputs.
+#[derive(Debug, Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are `u64`); this keeps the
+        // trait's contract for anything else.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[derive(Debug)]
 struct Table<V> {
-    map: HashMap<Arc<str>, Slot<V>, foldhash::fast::RandomState>,
-    /// Keys in insertion order, with the id of their insertion.
-    queue: VecDeque<(Arc<str>, u64)>,
+    map: HashMap<u64, Slot<V>, BuildHasherDefault<PassThrough>>,
+    /// Hashes in insertion order, with the id of their insertion.
+    queue: VecDeque<(u64, u64)>,
     weight: u64,
     next_id: u64,
 }
@@ -60,7 +90,6 @@ struct Shard<V> {
 #[derive(Debug)]
 pub(crate) struct ShardedMap<V> {
     shards: Box<[Shard<V>]>,
-    /// Picks the shard; each shard's table hashes again with its own state.
     hasher: foldhash::fast::RandomState,
     shard_capacity: u64,
 }
@@ -87,36 +116,29 @@ impl<V> ShardedMap<V> {
         }
     }
 
+    /// The key's hash and its shard. Bits 32 and up pick the shard: the
+    /// table uses the low bits (bucket) and the top seven (control bytes).
     #[inline]
-    fn shard(&self, key: &str) -> &Shard<V> {
-        // The high bits: the table's own hasher has another seed, so this
-        // does not skew the buckets within a shard.
+    fn locate(&self, key: &str) -> (u64, &Shard<V>) {
         let hash = self.hasher.hash_one(key);
         let index = (hash >> 32) as usize & (self.shards.len() - 1);
-        &self.shards[index]
+        (hash, &self.shards[index])
     }
 
-    #[inline]
-    fn read_table(&self, key: &str) -> RwLockReadGuard<'_, Table<V>> {
-        self.shard(key)
-            .table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write_table(&self, key: &str) -> RwLockWriteGuard<'_, Table<V>> {
-        self.shard(key)
-            .table
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn write_table(&self, key: &str) -> (u64, RwLockWriteGuard<'_, Table<V>>) {
+        let (hash, shard) = self.locate(key);
+        let table = shard.table.write().unwrap_or_else(PoisonError::into_inner);
+        (hash, table)
     }
 
     /// Runs `f` on the value of `key` under the shard's read lock, and marks
     /// the entry as recently used.
     #[inline]
     pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(&V) -> R) -> Option<R> {
-        let table = self.read_table(key);
-        let slot = table.map.get(key)?;
+        let (hash, shard) = self.locate(key);
+        let table: RwLockReadGuard<'_, Table<V>> =
+            shard.table.read().unwrap_or_else(PoisonError::into_inner);
+        let slot = table.map.get(&hash).filter(|slot| *slot.key == *key)?;
         // A store only when the flag is clear: a hot entry's cache line is
         // not written on every hit.
         if !slot.referenced.load(Ordering::Relaxed) {
@@ -128,39 +150,45 @@ impl<V> ShardedMap<V> {
     /// Inserts or replaces. A value heavier than a shard's capacity is not
     /// kept (and the old value goes).
     pub(crate) fn insert(&self, key: &str, value: V, weight: u64) {
-        let mut table = self.write_table(key);
+        let (hash, mut table) = self.write_table(key);
         if weight > self.shard_capacity {
-            table.remove(key);
+            table.remove(hash, key);
             return;
         }
-        let key: Arc<str> = Arc::from(key);
         let id = table.next_id;
         table.next_id += 1;
         let slot = Slot {
+            key: Box::from(key),
             value,
             weight,
             referenced: AtomicBool::new(false),
             id,
         };
-        if let Some(old) = table.map.insert(Arc::clone(&key), slot) {
+        // Replaces this key's entry, or (a hash collision) another key's.
+        if let Some(old) = table.map.insert(hash, slot) {
             table.weight -= old.weight;
         }
         table.weight += weight;
-        table.queue.push_back((key, id));
+        table.queue.push_back((hash, id));
         table.evict(self.shard_capacity);
         table.compact();
     }
 
     /// Removes `key`.
     pub(crate) fn remove(&self, key: &str) {
-        self.write_table(key).remove(key);
+        let (hash, mut table) = self.write_table(key);
+        table.remove(hash, key);
     }
 
     /// Removes `key` if `f` says so of its value.
     pub(crate) fn remove_if(&self, key: &str, f: impl FnOnce(&V) -> bool) {
-        let mut table = self.write_table(key);
-        if table.map.get(key).is_some_and(|slot| f(&slot.value)) {
-            table.remove(key);
+        let (hash, mut table) = self.write_table(key);
+        let matches = table
+            .map
+            .get(&hash)
+            .is_some_and(|slot| *slot.key == *key && f(&slot.value));
+        if matches {
+            table.remove(hash, key);
         }
     }
 
@@ -195,8 +223,15 @@ impl<V> ShardedMap<V> {
 }
 
 impl<V> Table<V> {
-    fn remove(&mut self, key: &str) {
-        if let Some(old) = self.map.remove(key) {
+    /// Removes the entry of `key` (not another key's entry under its hash).
+    fn remove(&mut self, hash: u64, key: &str) {
+        if self.map.get(&hash).is_some_and(|slot| *slot.key == *key) {
+            self.remove_hash(hash);
+        }
+    }
+
+    fn remove_hash(&mut self, hash: u64) {
+        if let Some(old) = self.map.remove(&hash) {
             self.weight -= old.weight;
         }
     }
@@ -204,16 +239,16 @@ impl<V> Table<V> {
     /// Evicts until the weight fits: the CLOCK hand over the insertion queue.
     fn evict(&mut self, capacity: u64) {
         while self.weight > capacity {
-            let Some((key, id)) = self.queue.pop_front() else {
+            let Some((hash, id)) = self.queue.pop_front() else {
                 return;
             };
-            let Some(slot) = self.map.get(&*key).filter(|slot| slot.id == id) else {
+            let Some(slot) = self.map.get(&hash).filter(|slot| slot.id == id) else {
                 continue; // removed or replaced since: a stale queue item
             };
             if slot.referenced.swap(false, Ordering::Relaxed) {
-                self.queue.push_back((key, id));
+                self.queue.push_back((hash, id));
             } else {
-                self.remove(&key);
+                self.remove_hash(hash);
             }
         }
     }
@@ -225,7 +260,7 @@ impl<V> Table<V> {
         }
         let map = &self.map;
         self.queue
-            .retain(|(key, id)| map.get(&**key).is_some_and(|slot| slot.id == *id));
+            .retain(|(hash, id)| map.get(hash).is_some_and(|slot| slot.id == *id));
     }
 }
 
@@ -265,6 +300,32 @@ mod tests {
         assert_eq!(map.len(), 10);
         map.insert("heavy", 0, 101);
         assert_eq!(map.read("heavy", |v| *v), None, "heavier than a shard");
+    }
+
+    #[test]
+    fn a_hash_collision_is_a_miss_never_a_wrong_value() {
+        let map = ShardedMap::new(1000, 1);
+        map.insert("a", 1, 1);
+        // Put "b" under the hash of "a", as a collision would.
+        let hash_a = map.hasher.hash_one("a");
+        {
+            let mut table = map.shards[0].table.write().unwrap();
+            let mut slot = table.map.remove(&hash_a).unwrap();
+            slot.key = Box::from("b");
+            table.map.insert(hash_a, slot);
+        }
+        assert_eq!(map.read("a", |v| *v), None);
+        map.remove("a");
+        assert_eq!(map.len(), 1, "removing a does not remove b's entry");
+        map.remove_if("a", |_| true);
+        assert_eq!(map.len(), 1);
+        map.insert("a", 2, 1);
+        assert_eq!(
+            map.read("a", |v| *v),
+            Some(2),
+            "a replaces the colliding entry"
+        );
+        assert_eq!(map.weight(), 1);
     }
 
     #[test]
