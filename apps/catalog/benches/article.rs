@@ -51,6 +51,7 @@ fn never<T: Send>() -> impl FnOnce(FactoryContext) -> Ready<Result<T, io::Error>
 /// Runs rows: criterion's measurement, then the counted loop.
 struct Bench<'a> {
     rt: &'a Runtime,
+    fx: &'static Fixture,
     rows: Vec<Row>,
 }
 
@@ -73,6 +74,7 @@ impl Bench<'_> {
         F: Fn() -> Fut,
         Fut: Future<Output = T>,
     {
+        self.rt.block_on(self.fx.fill());
         group.bench_function(name, |b| b.to_async(self.rt).iter(&op));
         let allocated = self.rt.block_on(async {
             for _ in 0..spec.iterations.min(10) {
@@ -317,6 +319,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut bench = Bench {
         rt: &rt,
+        fx,
         rows: Vec::new(),
     };
     baselines(&mut c, &mut bench, fx);
@@ -326,6 +329,7 @@ fn main() {
     report::print(&bench.rows);
 
     // The list fast path against a raw GET of the same bytes, alternating.
+    rt.block_on(fx.fill());
     let raw_get = || async { fx.raw.clone().get::<_, Option<Vec<u8>>>(RAW_LIST_KEY).await };
     let (ratio, body, raw) =
         rt.block_on(report::paired(200, 10, || fx.redis.get(LIST_KEY), raw_get));
