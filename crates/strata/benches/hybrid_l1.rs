@@ -17,7 +17,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_main};
 use metrics::{
@@ -197,6 +197,7 @@ fn l1_hit(c: &mut Criterion) {
     let rt = runtime();
     let cache = filled_cache(&rt);
     bench_hit(c, &rt, &cache, "l1_hit/hybrid_get_or_create");
+    paired(&rt, &cache, &map, &sharded);
     let options = HybridEntryOptions::new();
     c.bench_function("l1_hit/hybrid_get_or_create_bytes", |b| {
         b.to_async(&rt).iter(|| async {
@@ -214,6 +215,63 @@ fn l1_hit(c: &mut Criterion) {
     let cache = filled_cache(&rt);
     bench_hit(c, &rt, &cache, "l1_hit/hybrid_get_or_create_with_recorder");
     assert!(cache.stats().l1_hits() > 0);
+}
+
+/// Rounds and calls per side of the paired measurement.
+const ROUNDS: usize = 300;
+const CALLS: u32 = 10_000;
+
+/// Paired figures, robust to load that drifts during a run: each round times
+/// `CALLS` HashMap gets, then `CALLS` raw-structure reads, then `CALLS` hits,
+/// back to back; the median of the per-round ratios is printed.
+fn paired(
+    rt: &tokio::runtime::Runtime,
+    cache: &HybridCache,
+    map: &HashMap<String, Arc<Small>, foldhash::fast::RandomState>,
+    sharded: &Sharded,
+) {
+    let options = HybridEntryOptions::new();
+    let (mut raw_ratios, mut hit_ratios, mut base_ns) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        for _ in 0..CALLS {
+            black_box(map.get(black_box(HOT)).cloned());
+        }
+        let base = start.elapsed();
+        let start = Instant::now();
+        for _ in 0..CALLS {
+            black_box(sharded.get(black_box(HOT)));
+        }
+        let raw = start.elapsed();
+        let hit = rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..CALLS {
+                let value = cache
+                    .get_or_create(black_box(HOT), &options, |_| async {
+                        Ok::<_, Infallible>(small(0))
+                    })
+                    .await;
+                black_box(value).ok();
+            }
+            start.elapsed()
+        });
+        raw_ratios.push(raw.as_secs_f64() / base.as_secs_f64());
+        hit_ratios.push(hit.as_secs_f64() / base.as_secs_f64());
+        base_ns.push(base.as_secs_f64() * 1e9 / f64::from(CALLS));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "paired ({ROUNDS} rounds of {CALLS} calls): HashMap {:.1} ns/call (median); \
+         sharded raw / HashMap {:.2}x; hit / HashMap {:.2}x (medians); load average {}",
+        median(&mut base_ns),
+        median(&mut raw_ratios),
+        median(&mut hit_ratios),
+        load.trim()
+    );
 }
 
 mod group {
