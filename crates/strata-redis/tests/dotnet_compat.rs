@@ -80,6 +80,21 @@ async fn dotnet_get(raw: &mut MultiplexedConnection, key: &str) -> (i64, i64, Op
     (abs.expect("absexp field"), sld.expect("sldexp field"), data)
 }
 
+/// Reads `key` through the cache, checks that it holds `data`, and returns
+/// the key's PTTL after that read (which may have slid it).
+async fn get_then_pttl(
+    cache: &RedisCache,
+    raw: &mut MultiplexedConnection,
+    key: &str,
+    data: &'static [u8],
+) -> i64 {
+    assert_eq!(
+        cache.get(key).await.unwrap(),
+        Some(Bytes::from_static(data))
+    );
+    pttl(raw, key).await
+}
+
 #[tokio::test]
 async fn reads_and_slides_entries_written_by_dotnet() {
     let (cache, mut raw) = setup().await;
@@ -113,41 +128,25 @@ async fn reads_and_slides_entries_written_by_dotnet() {
     // No expiration.
     dotnet_set(&mut raw, &forever, -1, -1, b"f", None).await;
 
-    assert_eq!(
-        cache.get(&sliding).await.unwrap(),
-        Some(Bytes::from_static(b"s"))
-    );
-    let ttl = pttl(&mut raw, &sliding).await;
+    let ttl = get_then_pttl(&cache, &mut raw, &sliding, b"s").await;
     assert!(
         (299_000..=300_000).contains(&ttl),
         "get did not slide a .NET entry to 5 min: PTTL {ttl}"
     );
 
-    assert_eq!(
-        cache.get(&capped).await.unwrap(),
-        Some(Bytes::from_static(b"c"))
-    );
-    let ttl = pttl(&mut raw, &capped).await;
+    let ttl = get_then_pttl(&cache, &mut raw, &capped, b"c").await;
     assert!(
         (1_500..=3_000).contains(&ttl),
         "slid past the absolute expiration: PTTL {ttl}"
     );
 
-    assert_eq!(
-        cache.get(&absolute).await.unwrap(),
-        Some(Bytes::from_static(b"a"))
-    );
-    let ttl = pttl(&mut raw, &absolute).await;
+    let ttl = get_then_pttl(&cache, &mut raw, &absolute, b"a").await;
     assert!(
         (8_000..=10_000).contains(&ttl),
         "an absolute-only entry changed TTL: {ttl}"
     );
 
-    assert_eq!(
-        cache.get(&forever).await.unwrap(),
-        Some(Bytes::from_static(b"f"))
-    );
-    assert_eq!(pttl(&mut raw, &forever).await, -1);
+    assert_eq!(get_then_pttl(&cache, &mut raw, &forever, b"f").await, -1);
 
     // refresh slides too, without reading.
     let () = redis::cmd("PEXPIRE")

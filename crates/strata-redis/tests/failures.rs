@@ -58,6 +58,18 @@ async fn works(cache: &RedisCache) -> bool {
         && cache.get("probe").await.ok().flatten().is_some()
 }
 
+/// Waits until `cache` works, for at most `RECOVERY_BOUND`.
+///
+/// # Panics
+///
+/// When the bound passes first; the message names `what`.
+async fn until_it_works(cache: &RedisCache, what: &str) {
+    common::poll(what, RECOVERY_BOUND, || async {
+        works(cache).await.then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_killed_server_fails_every_call_within_the_timeout() {
     let mut server = RedisServer::new();
@@ -79,12 +91,7 @@ async fn the_same_cache_works_again_after_a_restart_on_the_same_port() {
     server.stop();
     every_call_fails_in_time(&cache).await;
     server.start();
-    common::poll(
-        "the cache works after the restart",
-        RECOVERY_BOUND,
-        || async { works(&cache).await.then_some(()) },
-    )
-    .await;
+    until_it_works(&cache, "the cache works after the restart").await;
 }
 
 #[tokio::test]
@@ -131,12 +138,7 @@ async fn a_server_not_yet_started_fails_fast_then_serves() {
     );
     every_call_fails_in_time(&cache).await;
     server.start();
-    common::poll(
-        "the cache works once Redis starts",
-        RECOVERY_BOUND,
-        || async { works(&cache).await.then_some(()) },
-    )
-    .await;
+    until_it_works(&cache, "the cache works once Redis starts").await;
 }
 
 #[tokio::test]

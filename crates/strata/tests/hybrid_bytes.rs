@@ -3,31 +3,21 @@
 //! (a typed read of a raw entry is a miss, and the reverse), and the shared
 //! machinery (stampede, tags, fail-safe, backplane, invalidation race).
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use strata::{
-    Backplane, Bytes, DistributedCache, EntryOptions, FactoryContext, HybridCache,
-    HybridEntryOptions, InProcessBackplane, MemoryDistributedCache, async_trait,
+    Bytes, DistributedCache, EntryOptions, FactoryContext, HybridCache, HybridEntryOptions,
+    MemoryDistributedCache, async_trait,
 };
 use tokio::sync::Notify;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Product {
-    id: u32,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("database down")]
-struct DbDown;
+use common::{Cluster, DbDown, Product, cluster, instance, memory_l2, options, product, settle};
 
 const BODY: &[u8] = br#"[{"id":1},{"id":2}]"#;
-
-fn options() -> HybridEntryOptions {
-    HybridEntryOptions::new().with_expiration(Duration::from_secs(3600))
-}
 
 /// One minute, with fail-safe: short, so that paused time crosses it quickly.
 fn short() -> HybridEntryOptions {
@@ -167,11 +157,10 @@ async fn l1_l2_bytes_are_stored_as_they_are_and_read_back_without_a_copy() {
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_a_typed_reader_of_a_raw_entry_gets_a_miss_and_the_reverse() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
-    let build = || HybridCache::builder().distributed(Arc::clone(&l2)).build();
-    let (a, b) = (build(), build());
+    let l2 = memory_l2();
+    let (a, b) = (instance(&l2), instance(&l2));
     // Valid JSON of a Product, stored raw: still not a typed entry.
-    let raw = Bytes::from_static(br#"{"id":1}"#);
+    let raw = Bytes::from_static(br#"{"id":1,"name":"product 1"}"#);
     a.set_bytes("p", raw.clone(), &options()).await.unwrap();
     assert_eq!(
         a.get::<Product>("p").await.unwrap(),
@@ -187,14 +176,12 @@ async fn l1_l2_a_typed_reader_of_a_raw_entry_gets_a_miss_and_the_reverse() {
     assert_eq!(b.get_bytes("p").await.unwrap(), Some(raw));
     // A typed get_or_create runs its factory and replaces the raw entry.
     let value = b
-        .get_or_create("p", &options(), |_| async {
-            Ok::<_, DbDown>(Product { id: 2 })
-        })
+        .get_or_create("p", &options(), |_| async { Ok::<_, DbDown>(product(2)) })
         .await
         .unwrap();
-    assert_eq!(value, Product { id: 2 });
+    assert_eq!(value, product(2));
 
-    a.set("t", Product { id: 3 }, &options()).await.unwrap();
+    a.set("t", product(3), &options()).await.unwrap();
     assert_eq!(a.get_bytes("t").await.unwrap(), None, "L1: another kind");
     assert_eq!(b.get_bytes("t").await.unwrap(), None, "L2: the JSON codec");
 }
@@ -255,16 +242,7 @@ async fn l1_bytes_share_stampede_tags_and_fail_safe() {
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_backplane_bytes_writes_reach_the_peers_and_race_removes_win() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
-    let backplane = Arc::new(InProcessBackplane::new());
-    let build = |id: &str| {
-        HybridCache::builder()
-            .distributed(Arc::clone(&l2))
-            .backplane(Arc::clone(&backplane) as Arc<dyn Backplane>)
-            .instance_id(id)
-            .build()
-    };
-    let (a, b) = (build("a"), build("b"));
+    let Cluster { a, b, .. } = cluster();
     a.set_bytes("body", Bytes::from_static(b"old"), &options())
         .await
         .unwrap();
@@ -272,9 +250,7 @@ async fn l1_l2_backplane_bytes_writes_reach_the_peers_and_race_removes_win() {
     a.set_bytes("body", Bytes::from_static(b"new"), &options())
         .await
         .unwrap();
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
+    settle().await;
     assert_eq!(b.get_bytes("body").await.unwrap().unwrap(), "new");
 
     // A remove on a peer during b's fetch keeps the fetched bytes out.
@@ -292,9 +268,7 @@ async fn l1_l2_backplane_bytes_writes_reach_the_peers_and_race_removes_win() {
     };
     started.notified().await;
     a.remove("fresh").await.unwrap();
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
+    settle().await;
     release.notify_one();
     assert_eq!(fetch.await.unwrap().unwrap(), "read before the remove");
     assert_eq!(b.get_bytes("fresh").await.unwrap(), None);

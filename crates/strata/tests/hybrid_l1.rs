@@ -1,47 +1,16 @@
 //! HybridCache with L1 only: hits, expiry, stampede protection, options,
 //! fail-safe, timeouts, eager refresh, limits.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use strata::{ErrorKind, FactoryContext, HybridCache, HybridEntryOptions};
 use tokio::sync::Notify;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Product {
-    id: u32,
-    name: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("database down")]
-struct DbDown;
-
-fn product(id: u32) -> Product {
-    Product {
-        id,
-        name: format!("product {id}"),
-    }
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-/// A factory that counts its runs and returns `product(runs)`.
-fn counting(
-    runs: &Arc<AtomicU32>,
-) -> impl FnOnce(FactoryContext) -> std::future::Ready<Result<Product, DbDown>> + Send + 'static {
-    let runs = Arc::clone(runs);
-    move |_| std::future::ready(Ok(product(runs.fetch_add(1, Ordering::SeqCst) + 1)))
-}
-
-fn failing()
--> impl FnOnce(FactoryContext) -> std::future::Ready<Result<Product, DbDown>> + Send + 'static {
-    |_| std::future::ready(Err(DbDown))
-}
+use common::{DbDown, Product, counting, failing, id, product, secs};
 
 #[tokio::test(start_paused = true)]
 async fn l1_hit_returns_the_cached_value_without_running_the_factory() {
@@ -75,23 +44,9 @@ async fn l1_entries_expire_after_their_expiration() {
         .await
         .unwrap();
     tokio::time::sleep(secs(59)).await;
-    assert_eq!(
-        cache
-            .get_or_create("p", &options, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        1
-    );
+    assert_eq!(id(&cache, "p", &options, counting(&runs)).await, 1);
     tokio::time::sleep(secs(2)).await;
-    assert_eq!(
-        cache
-            .get_or_create("p", &options, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&cache, "p", &options, counting(&runs)).await, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -107,24 +62,10 @@ async fn l1_sliding_expiration_drops_idle_entries() {
         .unwrap();
     for _ in 0..5 {
         tokio::time::sleep(secs(8)).await;
-        assert_eq!(
-            cache
-                .get_or_create("p", &options, counting(&runs))
-                .await
-                .unwrap()
-                .id,
-            1
-        );
+        assert_eq!(id(&cache, "p", &options, counting(&runs)).await, 1);
     }
     tokio::time::sleep(secs(11)).await;
-    assert_eq!(
-        cache
-            .get_or_create("p", &options, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&cache, "p", &options, counting(&runs)).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,70 +228,45 @@ async fn l1_fail_safe_serves_the_stale_value_and_throttles_retries() {
             std::future::ready(Err::<Product, _>(DbDown))
         }
     };
-    assert_eq!(
-        cache
-            .get_or_create("p", &options, failing_counted(&tries))
-            .await
-            .unwrap()
-            .id,
-        1
-    );
+    assert_eq!(id(&cache, "p", &options, failing_counted(&tries)).await, 1);
     assert_eq!(cache.stats().stale_served(), 1);
     // Throttled: the stale value is served without trying the factory.
     tokio::time::sleep(secs(10)).await;
-    assert_eq!(
-        cache
-            .get_or_create("p", &options, failing_counted(&tries))
-            .await
-            .unwrap()
-            .id,
-        1
-    );
+    assert_eq!(id(&cache, "p", &options, failing_counted(&tries)).await, 1);
     assert_eq!(tries.load(Ordering::SeqCst), 1);
     // After the throttle, the factory is tried again; it recovers.
     tokio::time::sleep(secs(21)).await;
-    assert_eq!(
-        cache
-            .get_or_create("p", &options, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&cache, "p", &options, counting(&runs)).await, 2);
+}
+
+/// Caches a value under `options`, lets `wait` pass, then checks that a
+/// failing factory's error reaches the caller (no stale value is served).
+async fn factory_error_is_returned_after(options: HybridEntryOptions, wait: Duration) {
+    let cache = HybridCache::builder().build();
+    cache
+        .get_or_create("p", &options, |_| async { Ok::<_, DbDown>(product(1)) })
+        .await
+        .unwrap();
+    tokio::time::sleep(wait).await;
+    let err = cache
+        .get_or_create("p", &options, failing())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Factory);
 }
 
 #[tokio::test(start_paused = true)]
 async fn l1_fail_safe_keeps_the_value_at_most_its_max_duration() {
-    let cache = HybridCache::builder().build();
     let options = HybridEntryOptions::new()
         .with_expiration(secs(60))
         .with_fail_safe(secs(120));
-    cache
-        .get_or_create("p", &options, |_| async { Ok::<_, DbDown>(product(1)) })
-        .await
-        .unwrap();
-    tokio::time::sleep(secs(121)).await;
-    let err = cache
-        .get_or_create("p", &options, failing())
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Factory);
+    factory_error_is_returned_after(options, secs(121)).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn l1_without_fail_safe_a_factory_error_is_returned_after_expiry() {
-    let cache = HybridCache::builder().build();
     let options = HybridEntryOptions::new().with_expiration(secs(60));
-    cache
-        .get_or_create("p", &options, |_| async { Ok::<_, DbDown>(product(1)) })
-        .await
-        .unwrap();
-    tokio::time::sleep(secs(61)).await;
-    let err = cache
-        .get_or_create("p", &options, failing())
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Factory);
+    factory_error_is_returned_after(options, secs(61)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -370,10 +286,7 @@ async fn l1_soft_timeout_serves_stale_and_the_factory_refreshes_in_the_backgroun
         Ok::<_, DbDown>(product(2))
     };
     let started = tokio::time::Instant::now();
-    assert_eq!(
-        cache.get_or_create("p", &options, slow).await.unwrap().id,
-        1
-    );
+    assert_eq!(id(&cache, "p", &options, slow).await, 1);
     assert!(started.elapsed() < secs(1));
     tokio::time::sleep(secs(2)).await;
     assert_eq!(cache.get::<Product>("p").await.unwrap(), Some(product(2)));

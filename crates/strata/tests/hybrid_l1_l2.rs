@@ -1,57 +1,23 @@
 //! HybridCache with L1 and L2 (MemoryDistributedCache, ChaosCache for
 //! faults), several instances sharing one L2 without a backplane.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use strata::{
-    Bytes, DistributedCache, EntryOptions, ErrorKind, FactoryContext, HybridCache,
-    HybridEntryOptions, MemoryDistributedCache,
+    Bytes, DistributedCache, EntryOptions, ErrorKind, HybridCache, HybridEntryOptions,
+    MemoryDistributedCache,
 };
 use strata_testkit::ChaosCache;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Product {
-    id: u32,
-    name: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("database down")]
-struct DbDown;
-
-fn product(id: u32) -> Product {
-    Product {
-        id,
-        name: format!("product {id}"),
-    }
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-fn counting(
-    runs: &Arc<AtomicU32>,
-) -> impl FnOnce(FactoryContext) -> std::future::Ready<Result<Product, DbDown>> + Send + 'static {
-    let runs = Arc::clone(runs);
-    move |_| std::future::ready(Ok(product(runs.fetch_add(1, Ordering::SeqCst) + 1)))
-}
-
-fn failing()
--> impl FnOnce(FactoryContext) -> std::future::Ready<Result<Product, DbDown>> + Send + 'static {
-    |_| std::future::ready(Err(DbDown))
-}
-
-fn instance(l2: &Arc<dyn DistributedCache>) -> HybridCache {
-    HybridCache::builder().distributed(Arc::clone(l2)).build()
-}
+use common::{DbDown, Product, counting, failing, id, instance, memory_l2, product, secs};
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_a_second_instance_reads_the_first_ones_value_from_l2() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
+    let l2 = memory_l2();
     let (a, b) = (instance(&l2), instance(&l2));
     let runs = Arc::new(AtomicU32::new(0));
     let options = HybridEntryOptions::new();
@@ -79,7 +45,7 @@ async fn l1_l2_a_second_instance_reads_the_first_ones_value_from_l2() {
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_postcard_entries_are_readable_by_a_json_instance() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
+    let l2 = memory_l2();
     let a = HybridCache::builder()
         .distributed(Arc::clone(&l2))
         .postcard()
@@ -93,7 +59,7 @@ async fn l1_l2_postcard_entries_are_readable_by_a_json_instance() {
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_bytes_that_are_not_an_envelope_are_a_miss() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
+    let l2 = memory_l2();
     let opts = EntryOptions::new();
     l2.set("v1:p", Bytes::from_static(br#"{"id":9,"name":"x"}"#), &opts)
         .await
@@ -116,33 +82,24 @@ async fn l1_l2_bytes_that_are_not_an_envelope_are_a_miss() {
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_local_expiration_rereads_l2_before_the_logical_expiry() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
+    let l2 = memory_l2();
     let (a, b) = (instance(&l2), instance(&l2));
     let options = HybridEntryOptions::new()
         .with_expiration(secs(600))
         .with_local_expiration(secs(10));
     a.set("p", product(1), &options).await.unwrap();
-    assert_eq!(
-        b.get_or_create("p", &options, failing()).await.unwrap().id,
-        1
-    );
+    assert_eq!(id(&b, "p", &options, failing()).await, 1);
     a.set("p", product(2), &options).await.unwrap();
     // Without a backplane, b serves its L1 copy until the local expiration...
-    assert_eq!(
-        b.get_or_create("p", &options, failing()).await.unwrap().id,
-        1
-    );
+    assert_eq!(id(&b, "p", &options, failing()).await, 1);
     tokio::time::sleep(secs(11)).await;
     // ...then reads the new value from L2.
-    assert_eq!(
-        b.get_or_create("p", &options, failing()).await.unwrap().id,
-        2
-    );
+    assert_eq!(id(&b, "p", &options, failing()).await, 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_logical_expiry_in_the_envelope_is_honoured() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
+    let l2 = memory_l2();
     let (a, b) = (instance(&l2), instance(&l2));
     let runs = Arc::new(AtomicU32::new(0));
     let options = HybridEntryOptions::new()
@@ -154,28 +111,19 @@ async fn l1_l2_logical_expiry_in_the_envelope_is_honoured() {
     tokio::time::sleep(secs(61)).await;
     // L2 still holds the entry (fail-safe keeps it physically), but it is
     // logically expired: b runs the factory.
-    assert_eq!(
-        b.get_or_create("p", &options, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&b, "p", &options, counting(&runs)).await, 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_fail_safe_uses_the_l2_value_when_the_factory_fails() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
+    let l2 = memory_l2();
     let (a, b) = (instance(&l2), instance(&l2));
     let options = HybridEntryOptions::new()
         .with_expiration(secs(60))
         .with_fail_safe(secs(3600));
     a.set("p", product(1), &options).await.unwrap();
     tokio::time::sleep(secs(61)).await;
-    assert_eq!(
-        b.get_or_create("p", &options, failing()).await.unwrap().id,
-        1
-    );
+    assert_eq!(id(&b, "p", &options, failing()).await, 1);
     assert_eq!(b.stats().stale_served(), 1);
 }
 
@@ -187,24 +135,10 @@ async fn l1_l2_failures_never_fail_get_or_create() {
     chaos.fail_with(ErrorKind::Unavailable);
     let runs = Arc::new(AtomicU32::new(0));
     let options = HybridEntryOptions::new();
-    assert_eq!(
-        cache
-            .get_or_create("p", &options, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        1
-    );
+    assert_eq!(id(&cache, "p", &options, counting(&runs)).await, 1);
     assert!(cache.stats().l2_errors() >= 1);
     // The value still landed in L1.
-    assert_eq!(
-        cache
-            .get_or_create("p", &options, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        1
-    );
+    assert_eq!(id(&cache, "p", &options, counting(&runs)).await, 1);
     cache.set("q", product(5), &options).await.unwrap();
     cache.remove("q").await.unwrap();
     cache.remove_by_tag("t").await.unwrap();
@@ -260,7 +194,7 @@ async fn l1_l2_circuit_breaker_skips_a_failing_l2_then_probes_it() {
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_tags_written_by_one_instance_reach_another_through_l2() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
+    let l2 = memory_l2();
     let (a, b) = (instance(&l2), instance(&l2));
     let options = HybridEntryOptions::new()
         .with_tags(["products"])
@@ -274,27 +208,15 @@ async fn l1_l2_tags_written_by_one_instance_reach_another_through_l2() {
     assert!(l2.get("v1#tag:products").await.unwrap().is_some());
     // b has no backplane: it learns of the tag when it reads the entry from L2.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(
-        b.get_or_create("p", &options, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&b, "p", &options, counting(&runs)).await, 2);
     // And a, which removed the tag, rebuilt nothing stale either.
-    assert_eq!(
-        a.get_or_create("p", &options, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&a, "p", &options, counting(&runs)).await, 2);
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_clear_reaches_another_instance_through_l2() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
+    let l2 = memory_l2();
     let (a, b) = (instance(&l2), instance(&l2));
     let options = HybridEntryOptions::new().with_local_expiration(secs(1));
     a.set("p", product(1), &options).await.unwrap();
@@ -306,7 +228,7 @@ async fn l1_l2_clear_reaches_another_instance_through_l2() {
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_skip_flags_choose_the_layers() {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
+    let l2 = memory_l2();
     let cache = instance(&l2);
     let runs = Arc::new(AtomicU32::new(0));
     let only_l1 = HybridEntryOptions::new().skip_l2_write();
@@ -327,12 +249,5 @@ async fn l1_l2_skip_flags_choose_the_layers() {
         .unwrap();
     assert_eq!(cache.stats().l2_hits(), 1);
     let fresh = HybridEntryOptions::new().skip_l1_read().skip_l2_read();
-    assert_eq!(
-        cache
-            .get_or_create("b", &fresh, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        3
-    );
+    assert_eq!(id(&cache, "b", &fresh, counting(&runs)).await, 3);
 }

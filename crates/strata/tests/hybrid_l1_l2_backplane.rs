@@ -1,87 +1,29 @@
 //! HybridCache instances sharing an L2 and an InProcessBackplane: every write
 //! path reaches the others' L1; a gap makes L1 suspect.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use strata::{
-    Backplane, BackplaneEvent, BackplaneMessage, DistributedCache, FactoryContext, HybridCache,
-    HybridEntryOptions, InProcessBackplane, MemoryDistributedCache,
+    Backplane, BackplaneEvent, BackplaneMessage, HybridCache, HybridEntryOptions,
+    InProcessBackplane,
 };
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Product {
-    id: u32,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("database down")]
-struct DbDown;
-
-fn counting(
-    runs: &Arc<AtomicU32>,
-) -> impl FnOnce(FactoryContext) -> std::future::Ready<Result<Product, DbDown>> + Send + 'static {
-    let runs = Arc::clone(runs);
-    move |_| {
-        std::future::ready(Ok(Product {
-            id: runs.fetch_add(1, Ordering::SeqCst) + 1,
-        }))
-    }
-}
-
-struct Cluster {
-    l2: Arc<dyn DistributedCache>,
-    backplane: Arc<InProcessBackplane>,
-    a: HybridCache,
-    b: HybridCache,
-}
-
-fn cluster() -> Cluster {
-    let l2: Arc<dyn DistributedCache> = Arc::new(MemoryDistributedCache::new());
-    let backplane = Arc::new(InProcessBackplane::new());
-    let build = |id: &str| {
-        HybridCache::builder()
-            .distributed(Arc::clone(&l2))
-            .backplane(Arc::clone(&backplane) as Arc<dyn Backplane>)
-            .instance_id(id)
-            .build()
-    };
-    let (a, b) = (build("a"), build("b"));
-    Cluster {
-        l2,
-        backplane,
-        a,
-        b,
-    }
-}
-
-/// Lets the listener tasks apply what was published.
-async fn settle() {
-    for _ in 0..5 {
-        tokio::task::yield_now().await;
-    }
-}
+use common::{Cluster, Product, cluster, counting, id, instance, product, settle};
 
 /// Long L1 life: only the backplane can make b drop its copy.
 fn options() -> HybridEntryOptions {
-    HybridEntryOptions::new()
-        .with_expiration(Duration::from_secs(3600))
-        .with_tags(["products"])
+    common::options().with_tags(["products"])
 }
 
 async fn warm(c: &Cluster, runs: &Arc<AtomicU32>) {
     c.a.get_or_create("p", &options(), counting(runs))
         .await
         .unwrap();
-    assert_eq!(
-        c.b.get_or_create("p", &options(), counting(runs))
-            .await
-            .unwrap()
-            .id,
-        1
-    );
+    assert_eq!(id(&c.b, "p", &options(), counting(runs)).await, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -89,12 +31,9 @@ async fn l1_l2_backplane_set_on_one_instance_evicts_the_others_l1() {
     let c = cluster();
     let runs = Arc::new(AtomicU32::new(0));
     warm(&c, &runs).await;
-    c.a.set("p", Product { id: 42 }, &options()).await.unwrap();
+    c.a.set("p", product(42), &options()).await.unwrap();
     settle().await;
-    assert_eq!(
-        c.b.get::<Product>("p").await.unwrap(),
-        Some(Product { id: 42 })
-    );
+    assert_eq!(c.b.get::<Product>("p").await.unwrap(), Some(product(42)));
     assert!(c.a.stats().backplane_sent() >= 2);
     assert!(c.b.stats().backplane_received() >= 1);
 }
@@ -116,18 +55,9 @@ async fn l1_l2_backplane_factory_write_back_evicts_the_others_stale_copy() {
     warm(&c, &runs).await;
     // a refreshes the key by skipping its read: its write-back must reach b.
     let refresh = options().skip_l1_read().skip_l2_read();
-    assert_eq!(
-        c.a.get_or_create("p", &refresh, counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&c.a, "p", &refresh, counting(&runs)).await, 2);
     settle().await;
-    assert_eq!(
-        c.b.get::<Product>("p").await.unwrap(),
-        Some(Product { id: 2 })
-    );
+    assert_eq!(c.b.get::<Product>("p").await.unwrap(), Some(product(2)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -139,21 +69,9 @@ async fn l1_l2_backplane_remove_by_tag_makes_the_others_l1_entries_stale() {
     c.a.remove_by_tags(&["products", "other"]).await.unwrap();
     settle().await;
     assert_eq!(c.b.get::<Product>("p").await.unwrap(), None);
-    assert_eq!(
-        c.b.get_or_create("p", &options(), counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&c.b, "p", &options(), counting(&runs)).await, 2);
     // Rebuilt after the invalidation: fresh for both.
-    assert_eq!(
-        c.a.get_or_create("p", &options(), counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&c.a, "p", &options(), counting(&runs)).await, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -171,7 +89,7 @@ async fn l1_l2_backplane_clear_empties_the_others_l1() {
 async fn l1_l2_backplane_instances_ignore_their_own_notices() {
     let c = cluster();
     let mut sub = c.backplane.subscribe();
-    c.a.set("p", Product { id: 1 }, &options()).await.unwrap();
+    c.a.set("p", product(1), &options()).await.unwrap();
     settle().await;
     let Some(BackplaneEvent::Notice(notice)) = sub.recv().await else {
         panic!("expected a notice");
@@ -179,10 +97,7 @@ async fn l1_l2_backplane_instances_ignore_their_own_notices() {
     assert_eq!(notice.origin, "a");
     assert_eq!(notice.message, BackplaneMessage::Evict { key: "p".into() });
     // a kept its own fresh L1 copy.
-    assert_eq!(
-        c.a.get::<Product>("p").await.unwrap(),
-        Some(Product { id: 1 })
-    );
+    assert_eq!(c.a.get::<Product>("p").await.unwrap(), Some(product(1)));
     assert_eq!(c.a.stats().l1_hits(), 1);
     assert_eq!(c.a.stats().backplane_received(), 0);
 }
@@ -193,29 +108,15 @@ async fn l1_l2_backplane_gap_makes_l1_revalidate_against_l2() {
     let runs = Arc::new(AtomicU32::new(0));
     warm(&c, &runs).await;
     // A write whose notice b misses: written to L2 behind b's back.
-    let writer = HybridCache::builder()
-        .distributed(Arc::clone(&c.l2))
-        .build();
-    writer
-        .set("p", Product { id: 99 }, &options())
-        .await
-        .unwrap();
-    assert_eq!(
-        c.b.get::<Product>("p").await.unwrap(),
-        Some(Product { id: 1 })
-    );
+    let writer = instance(&c.l2);
+    writer.set("p", product(99), &options()).await.unwrap();
+    assert_eq!(c.b.get::<Product>("p").await.unwrap(), Some(product(1)));
     c.backplane.simulate_gap();
     settle().await;
     // b no longer trusts its L1 copy: it reads L2 again.
-    assert_eq!(
-        c.b.get::<Product>("p").await.unwrap(),
-        Some(Product { id: 99 })
-    );
+    assert_eq!(c.b.get::<Product>("p").await.unwrap(), Some(product(99)));
     let hits = c.b.stats().l1_hits();
-    assert_eq!(
-        c.b.get::<Product>("p").await.unwrap(),
-        Some(Product { id: 99 })
-    );
+    assert_eq!(c.b.get::<Product>("p").await.unwrap(), Some(product(99)));
     assert_eq!(
         c.b.stats().l1_hits(),
         hits + 1,
@@ -253,13 +154,7 @@ async fn l1_backplane_without_l2_peers_rerun_their_factory_after_a_write() {
     b.get_or_create("p", &options(), counting(&runs))
         .await
         .unwrap();
-    a.set("p", Product { id: 7 }, &options()).await.unwrap();
+    a.set("p", product(7), &options()).await.unwrap();
     settle().await;
-    assert_eq!(
-        b.get_or_create("p", &options(), counting(&runs))
-            .await
-            .unwrap()
-            .id,
-        2
-    );
+    assert_eq!(id(&b, "p", &options(), counting(&runs)).await, 2);
 }

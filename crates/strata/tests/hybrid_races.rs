@@ -5,29 +5,25 @@
 //! Every test is deterministic: the factory (or an L2 call) is held on a
 //! `Notify` while the invalidation happens, then released.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use strata::{
-    Backplane, Bytes, DistributedCache, EntryOptions, FactoryContext, HybridCache,
-    HybridEntryOptions, InProcessBackplane, MemoryDistributedCache, async_trait,
+    Bytes, DistributedCache, EntryOptions, FactoryContext, HybridCache, MemoryDistributedCache,
+    async_trait,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use common::{DbDown, cluster, options, settle};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Row {
     version: u32,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("database down")]
-struct DbDown;
-
-fn options() -> HybridEntryOptions {
-    HybridEntryOptions::new().with_expiration(Duration::from_secs(3600))
 }
 
 /// A factory that reads `version` as the database row, then waits for `release`.
@@ -91,11 +87,17 @@ fn ready(
     }
 }
 
-/// Lets listener tasks apply what was published.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
+/// Checks that the next `get_or_create` of "p" on `cache` runs its factory
+/// (nothing was cached) and returns the factory's value.
+async fn next_call_runs_the_factory(cache: &HybridCache) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let next = cache.get_or_create("p", &options(), ready(&runs, 2)).await;
+    assert_eq!(next.unwrap(), Row { version: 2 });
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the next call ran the factory"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,14 +110,7 @@ async fn l1_remove_during_a_fetch_keeps_its_old_value_out_of_the_cache() {
     // The caller asked before the remove: it gets what the factory read.
     assert_eq!(fetch.await.unwrap(), Row { version: 1 });
     assert_eq!(cache.get::<Row>("p").await.unwrap(), None, "not cached");
-    let runs = Arc::new(AtomicU32::new(0));
-    let next = cache.get_or_create("p", &options(), ready(&runs, 2)).await;
-    assert_eq!(next.unwrap(), Row { version: 2 });
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        1,
-        "the next call ran the factory"
-    );
+    next_call_runs_the_factory(&cache).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -211,6 +206,11 @@ impl Gated {
             gate: Notify::new(),
         })
     }
+
+    /// An instance with this L2 and no backplane.
+    fn instance(self: &Arc<Self>) -> HybridCache {
+        common::instance(&(Arc::clone(self) as Arc<dyn DistributedCache>))
+    }
 }
 
 #[async_trait]
@@ -241,27 +241,21 @@ impl DistributedCache for Gated {
 #[tokio::test(start_paused = true)]
 async fn l1_l2_remove_during_a_fetch_keeps_its_old_value_out_of_l2() {
     let l2 = Gated::new();
-    let cache = HybridCache::builder()
-        .distributed(Arc::clone(&l2) as Arc<dyn DistributedCache>)
-        .build();
+    let cache = l2.instance();
     let held = Held::new();
     let fetch = held.start(&cache, "p", 1, &[]).await;
     cache.remove("p").await.unwrap();
     held.release.notify_one();
     assert_eq!(fetch.await.unwrap(), Row { version: 1 });
     assert_eq!(l2.inner.get("v1:p").await.unwrap(), None);
-    let fresh = HybridCache::builder()
-        .distributed(Arc::clone(&l2) as Arc<dyn DistributedCache>)
-        .build();
+    let fresh = l2.instance();
     assert_eq!(fresh.get::<Row>("p").await.unwrap(), None);
 }
 
 #[tokio::test(start_paused = true)]
 async fn l1_l2_remove_that_reaches_l2_before_the_write_back_is_not_undone() {
     let l2 = Gated::new();
-    let cache = HybridCache::builder()
-        .distributed(Arc::clone(&l2) as Arc<dyn DistributedCache>)
-        .build();
+    let cache = l2.instance();
     let runs = Arc::new(AtomicU32::new(0));
     // The write-back's L2 set is held; the remove overtakes it in L2.
     l2.hold_set.store(true, Ordering::SeqCst);
@@ -284,15 +278,12 @@ async fn l1_l2_remove_that_reaches_l2_before_the_write_back_is_not_undone() {
 #[tokio::test(start_paused = true)]
 async fn l1_l2_remove_while_get_copies_l2_to_l1_keeps_l1_clean() {
     let l2 = Gated::new();
-    let shared = Arc::clone(&l2) as Arc<dyn DistributedCache>;
-    let writer = HybridCache::builder()
-        .distributed(Arc::clone(&shared))
-        .build();
+    let writer = l2.instance();
     writer
         .set("p", Row { version: 1 }, &options())
         .await
         .unwrap();
-    let reader = HybridCache::builder().distributed(shared).build();
+    let reader = l2.instance();
     // The reader's L2 read returns the old value, then is held.
     l2.hold_get.store(true, Ordering::SeqCst);
     let get = {
@@ -310,26 +301,6 @@ async fn l1_l2_remove_while_get_copies_l2_to_l1_keeps_l1_clean() {
     );
 }
 
-struct Cluster {
-    l2: Arc<MemoryDistributedCache>,
-    a: HybridCache,
-    b: HybridCache,
-}
-
-fn cluster() -> Cluster {
-    let l2 = Arc::new(MemoryDistributedCache::new());
-    let backplane = Arc::new(InProcessBackplane::new());
-    let build = |id: &str| {
-        HybridCache::builder()
-            .distributed(Arc::clone(&l2) as Arc<dyn DistributedCache>)
-            .backplane(Arc::clone(&backplane) as Arc<dyn Backplane>)
-            .instance_id(id)
-            .build()
-    };
-    let (a, b) = (build("a"), build("b"));
-    Cluster { l2, a, b }
-}
-
 #[tokio::test(start_paused = true)]
 async fn l1_l2_backplane_a_peers_remove_during_a_fetch_keeps_its_old_value_out() {
     let c = cluster();
@@ -341,14 +312,7 @@ async fn l1_l2_backplane_a_peers_remove_during_a_fetch_keeps_its_old_value_out()
     assert_eq!(fetch.await.unwrap(), Row { version: 1 });
     assert_eq!(c.l2.get("v1:p").await.unwrap(), None, "not in L2");
     assert_eq!(c.a.get::<Row>("p").await.unwrap(), None, "not in a's L1");
-    let runs = Arc::new(AtomicU32::new(0));
-    let next = c.a.get_or_create("p", &options(), ready(&runs, 2)).await;
-    assert_eq!(next.unwrap(), Row { version: 2 });
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        1,
-        "the next call ran the factory"
-    );
+    next_call_runs_the_factory(&c.a).await;
 }
 
 #[tokio::test(start_paused = true)]
