@@ -178,11 +178,16 @@ async fn setup(url: &str) -> (Fixture, Vec<u8>) {
         .query_async(&mut raw)
         .await
         .expect("SET");
-    // `RedisCache::set` ran no script: this first get loads it.
+    // The raw EVALSHA row runs the one-script read (`GET_SCRIPT`), which the
+    // cache itself no longer sends (it reads with HMGET beside the refresh
+    // script): load it here.
     cache.get("sliding").await.expect("get");
-    let get_sha = redis::Script::new(strata_redis::layout::GET_SCRIPT)
-        .get_hash()
-        .to_owned();
+    let get_sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(strata_redis::layout::GET_SCRIPT)
+        .query_async(&mut raw)
+        .await
+        .expect("SCRIPT LOAD");
     (
         Fixture {
             cache,
