@@ -61,6 +61,28 @@ fn product() -> Product {
     }
 }
 
+/// The one-script read the cache used before it moved to `MULTI`/`EXEC`: a
+/// baseline that separates client cost from server cost. Reads an entry and
+/// renews its sliding expiration, atomically; returns the
+/// `data` field or nil. `KEYS[1]` is the entry, `ARGV[1]` the caller's time in
+/// .NET ticks. An entry whose absolute expiration has passed on the caller's
+/// clock reads as missing.
+const GET_SCRIPT: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'absexp', 'sldexp', 'data')
+local sld = tonumber(v[2])
+if sld ~= nil and sld > 0 then
+  local ttl = sld
+  local abs = tonumber(v[1])
+  if abs ~= nil and abs > 0 then
+    local left = abs - tonumber(ARGV[1])
+    if left < ttl then ttl = left end
+  end
+  if ttl <= 0 then return false end
+  redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(ttl / 10000)))
+end
+return v[3]
+";
+
 /// A plain multiplexed connection with the cache's settings (RESP3, nodelay).
 async fn raw_connection(url: &str) -> MultiplexedConnection {
     let info = url.into_connection_info().expect("valid URL");
@@ -184,7 +206,7 @@ async fn setup(url: &str) -> (Fixture, Vec<u8>) {
     cache.get("sliding").await.expect("get");
     let get_sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(strata_redis::layout::GET_SCRIPT)
+        .arg(GET_SCRIPT)
         .query_async(&mut raw)
         .await
         .expect("SCRIPT LOAD");

@@ -12,8 +12,8 @@
 //! The key's TTL is the entry's next deadline: `min(sliding, absexp - now)`.
 //! The .NET provider sets it in whole seconds with `EXPIRE`; we set it in
 //! milliseconds with `PEXPIRE`, which it reads the same way. Where that
-//! provider reads and then renews in two round trips, [`GET_SCRIPT`] does both
-//! atomically on the server.
+//! provider reads and then renews in two round trips, the cache does both
+//! atomically in one (an `HMGET` beside [`REFRESH_SCRIPT`] in a transaction).
 //!
 //! Public for tools that read or write entries directly (an inspector, a
 //! migration script); the cache itself is the way to use them.
@@ -61,28 +61,10 @@ pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
 // of exponent notation, which PEXPIRE would reject. The caller passes its own
 // clock, as the .NET provider does, since absexp was computed on a client clock.
 
-/// Reads an entry and renews its sliding expiration, atomically; returns the
-/// `data` field or nil. `KEYS[1]` is the entry, `ARGV[1]` the caller's time in
-/// .NET ticks. An entry whose absolute expiration has passed on the caller's
-/// clock reads as missing.
-pub const GET_SCRIPT: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'absexp', 'sldexp', 'data')
-local sld = tonumber(v[2])
-if sld ~= nil and sld > 0 then
-  local ttl = sld
-  local abs = tonumber(v[1])
-  if abs ~= nil and abs > 0 then
-    local left = abs - tonumber(ARGV[1])
-    if left < ttl then ttl = left end
-  end
-  if ttl <= 0 then return false end
-  redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(ttl / 10000)))
-end
-return v[3]
-";
-
-/// Renews the sliding expiration of an entry without reading its value; the
-/// arguments are those of [`GET_SCRIPT`].
+/// Renews the sliding expiration of an entry without reading its value.
+/// `KEYS[1]` is the entry, `ARGV[1]` the caller's time in .NET ticks. The
+/// cache's `get` sends it beside an `HMGET` in one `MULTI`/`EXEC`, so a read
+/// and its renewal are one atomic round trip and the value never enters Lua.
 pub const REFRESH_SCRIPT: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'absexp', 'sldexp')
 local sld = tonumber(v[2])
