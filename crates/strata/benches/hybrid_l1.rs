@@ -2,11 +2,12 @@
 //! architecture sets: a `HashMap<String, Arc<T>>` with the foldhash hasher,
 //! `get` plus a clone of the `Arc`, measured in the same run.
 //!
-//! Also measured beside them: the raw structure under L1 (sharded
-//! `RwLock<HashMap>`s keyed by the key's hash, a read that clones the value
-//! under the shard's read lock: what `sharded::ShardedMap::read` does,
-//! rebuilt here because the engine is private), quick_cache's `get` (the structure L1 used before),
-//! and the hit of the raw-bytes API.
+//! Also measured beside them: the raw structure under L1 (a papaya table
+//! keyed by the key's foldhash, a pinned read that compares the key and
+//! clones the value: what `sharded::ShardedMap::read` does, rebuilt here
+//! because the engine is private), the structures L1 used before (sharded
+//! `RwLock<HashMap>`s read the same way; quick_cache's `get`), and the hit
+//! of the raw-bytes API.
 //!
 //! Run: `taskset -c 0 cargo bench -p strata --bench hybrid_l1`.
 //! The ratio to report is `hybrid_get_or_create / hashmap_foldhash_arc`.
@@ -82,8 +83,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a Tokio runtime")
 }
 
-/// The raw structure under L1, rebuilt: sharded `RwLock<HashMap>`s keyed by
-/// the key's foldhash (high bits pick the shard, a pass-through hasher in the
+/// The structure L1 used before papaya, rebuilt: sharded `RwLock<HashMap>`s
+/// keyed by the key's foldhash (high bits pick the shard, a pass-through hasher in the
 /// table), the key compared, the value cloned under the read lock.
 struct Sharded {
     shards: Vec<RwLock<Table>>,
@@ -129,6 +130,35 @@ impl Sharded {
     fn get(&self, key: &str) -> Option<Small> {
         let (hash, shard) = self.locate(key);
         let table = shard.read().expect("lock");
+        table
+            .get(&hash)
+            .filter(|(k, _)| **k == *key)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// The raw structure under L1, rebuilt: one papaya table keyed by the key's
+/// foldhash (pass-through hasher), the key compared, the value cloned while
+/// the thread is pinned.
+struct LockFree {
+    table: papaya::HashMap<u64, (Box<str>, Small), BuildHasherDefault<PassThrough>>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl LockFree {
+    fn new() -> Self {
+        Self {
+            table: papaya::HashMap::default(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+    fn insert(&self, key: &str, value: Small) {
+        let hash = self.hasher.hash_one(key);
+        self.table.pin().insert(hash, (Box::from(key), value));
+    }
+    fn get(&self, key: &str) -> Option<Small> {
+        let hash = self.hasher.hash_one(key);
+        let table = self.table.pin();
         table
             .get(&hash)
             .filter(|(k, _)| **k == *key)
@@ -183,10 +213,15 @@ fn l1_hit(c: &mut Criterion) {
     c.bench_function("l1_hit/hashmap_foldhash_arc", |b| {
         b.iter(|| black_box(map.get(black_box(HOT)).cloned()));
     });
+    let raw = LockFree::new();
     let sharded = Sharded::new(8);
     for id in 0..KEYS {
+        raw.insert(&format!("product:{id}"), small(id));
         sharded.insert(&format!("product:{id}"), small(id));
     }
+    c.bench_function("l1_hit/papaya_pinned_read", |b| {
+        b.iter(|| black_box(raw.get(black_box(HOT))));
+    });
     c.bench_function("l1_hit/sharded_rwlock_hashmap_read", |b| {
         b.iter(|| black_box(sharded.get(black_box(HOT))));
     });
@@ -197,7 +232,7 @@ fn l1_hit(c: &mut Criterion) {
     let rt = runtime();
     let cache = filled_cache(&rt);
     bench_hit(c, &rt, &cache, "l1_hit/hybrid_get_or_create");
-    paired(&rt, &cache, &map, &sharded);
+    paired(&rt, &cache, &map, &raw);
     let options = HybridEntryOptions::new();
     c.bench_function("l1_hit/hybrid_get_or_create_bytes", |b| {
         b.to_async(&rt).iter(|| async {
@@ -222,13 +257,13 @@ const ROUNDS: usize = 300;
 const CALLS: u32 = 10_000;
 
 /// Paired figures, robust to load that drifts during a run: each round times
-/// `CALLS` HashMap gets, then `CALLS` raw-structure reads, then `CALLS` hits,
+/// `CALLS` HashMap gets, then `CALLS` raw-structure (papaya) reads, then `CALLS` hits,
 /// back to back; the median of the per-round ratios is printed.
 fn paired(
     rt: &tokio::runtime::Runtime,
     cache: &HybridCache,
     map: &HashMap<String, Arc<Small>, foldhash::fast::RandomState>,
-    sharded: &Sharded,
+    raw: &LockFree,
 ) {
     let options = HybridEntryOptions::new();
     let (mut raw_ratios, mut hit_ratios, mut base_ns) = (Vec::new(), Vec::new(), Vec::new());
@@ -240,7 +275,7 @@ fn paired(
         let base = start.elapsed();
         let start = Instant::now();
         for _ in 0..CALLS {
-            black_box(sharded.get(black_box(HOT)));
+            black_box(raw.get(black_box(HOT)));
         }
         let raw = start.elapsed();
         let hit = rt.block_on(async {
@@ -266,7 +301,7 @@ fn paired(
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "paired ({ROUNDS} rounds of {CALLS} calls): HashMap {:.1} ns/call (median); \
-         sharded raw / HashMap {:.2}x; hit / HashMap {:.2}x (medians); load average {}",
+         raw (papaya) / HashMap {:.2}x; hit / HashMap {:.2}x (medians); load average {}",
         median(&mut base_ns),
         median(&mut raw_ratios),
         median(&mut hit_ratios),

@@ -1,17 +1,17 @@
 //! L1: the in-process layer. Typed values, bounded by weight, no decoding on
 //! a hit.
 //!
-//! The map is `sharded`'s: sharded read-write locks, CLOCK eviction by the
-//! weight we give each entry (key, encoded payload size, tags, overhead), so
-//! memory is bounded by bytes instead of entry count. (`moka`'s `get` measured
-//! about 5x a plain `HashMap` lookup here, quick_cache's about 1.8x: see
-//! `sharded` for why.) It has no TTL of its own: every entry carries its
-//! deadlines and the hit path checks them.
+//! The map is `sharded`'s: a table with lock-free reads, CLOCK eviction by
+//! the weight we give each entry (key, encoded payload size, tags, overhead),
+//! so memory is bounded by bytes instead of entry count. (`moka`'s `get`
+//! measured about 5x a plain `HashMap` lookup here, quick_cache's about
+//! 1.8x: see `sharded` for why.) It has no TTL of its own: every entry
+//! carries its deadlines and the hit path checks them.
 //!
 //! The value is stored type-erased (`Box<dyn Any>`) inside an `Arc` (so that
 //! one cache holds any `T`, and slow paths can keep an entry past its
-//! removal); a hit runs under the shard's read lock, checks the deadlines,
-//! downcasts and clones `T`, and touches no reference count.
+//! removal); a hit takes no lock, checks the deadlines, downcasts and clones
+//! `T`, and touches no reference count.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -140,7 +140,7 @@ pub(crate) struct L1 {
 
 impl L1 {
     /// An L1 holding about `capacity_bytes` of weighted entries, over four
-    /// shards per core (at most [`MAX_SHARDS`]): readers on different cores
+    /// shards per core (at most [`MAX_SHARDS`]): writers on different cores
     /// seldom share a lock. An entry heavier than one shard's share is not kept.
     pub(crate) fn new(capacity_bytes: u64) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -150,8 +150,8 @@ impl L1 {
         }
     }
 
-    /// Runs `f` on the entry under `key` (whatever its deadlines) under the
-    /// shard's read lock: the hit path, with no reference-count traffic.
+    /// Runs `f` on the entry under `key` (whatever its deadlines), without a
+    /// lock: the hit path, with no reference-count traffic.
     #[inline]
     pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(&L1Entry) -> R) -> Option<R> {
         self.map.read(key, |entry| f(entry))

@@ -1,14 +1,26 @@
-//! [`ShardedMap`]: the map under L1. Sharded `RwLock<HashMap>`s bounded by
-//! weight, with second-chance (CLOCK) eviction per shard.
+//! [`ShardedMap`]: the map under L1. A concurrent hash table with lock-free
+//! reads (papaya), bounded by weight, with second-chance (CLOCK) eviction
+//! kept per shard.
 //!
-//! Why our own map and not quick_cache (used before): an L1 hit is measured
-//! against a plain `HashMap` lookup plus an `Arc` clone, and quick_cache's
-//! `get` alone cost about 1.8x that, because it returns a clone of the stored
-//! value (`Arc<L1Entry>`: an increment, and a decrement when the caller
-//! drops it) on top of its shard lock. [`ShardedMap::read`] instead runs a
-//! closure on the stored value under the shard's read lock: a hit takes the
-//! lock (one atomic add and one atomic sub) and one hash-table probe, and
+//! Why this and not a lock per shard (used before) or quick_cache: an L1
+//! hit is measured against a plain `HashMap` lookup plus an `Arc` clone (two
+//! atomic read-modify-writes: the increment, and the decrement when the
+//! caller drops it). A read lock costs the same two (lock and unlock), and on
+//! this project's VM those were most of a hit; quick_cache adds a returned
+//! `Arc` clone on top. papaya's reads take no lock and write no shared cache
+//! line: a read pins the thread (a store to a thread-local slot, with
+//! membarrier-based fences on Linux), probes the table, and unpins. So a
+//! hit on a hot key does not bounce a lock word between cores either.
+//! [`ShardedMap::read`] runs a closure on the stored value while pinned, and
 //! clones only what the caller returns.
+//!
+//! Writes (insert, remove, eviction) of a shard are serialised by that
+//! shard's mutex, which also holds its bookkeeping: every table entry of a
+//! hash belongs to one shard, so the table and the books agree. A removed or
+//! replaced value is dropped once no reader can still see it: papaya's
+//! collector frees retired entries in batches (of
+//! [`RETIRE_BATCH`] per thread), so a removed value may outlive its
+//! removal by a little; it is never served again.
 //!
 //! Eviction: each shard holds at most its share of the capacity, by the
 //! weight given at insertion. Inserted keys queue in FIFO order; a read sets
@@ -20,22 +32,23 @@
 //!
 //! One hash per call: the key is hashed once (foldhash); the high bits pick
 //! the shard and the whole hash is the table's key, under a pass-through
-//! hasher. A table holds one entry per hash: a second key with the same
+//! hasher. The table holds one entry per hash: a second key with the same
 //! 64-bit hash (a collision, vanishingly rare) replaces the first, and every
 //! read compares the key itself, so a collision costs a miss, never a wrong
-//! value.
-//!
-//! Why `std::sync::RwLock`: on Linux it is a futex word (a read lock is one
-//! compare-and-swap, an unlock one subtraction), as cheap as parking_lot's
-//! for uncontended reads, and needs no dependency. Closures given to
-//! [`read`](ShardedMap::read) must not call back into the map.
+//! value. Closures given to [`read`](ShardedMap::read) must not call back
+//! into the map's writers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// A slot of the table: the key, the value, its weight and its CLOCK bit.
+/// Retired (removed or replaced) entries a thread collects before papaya
+/// tries to free them. Smaller than papaya's default (32, or the core count)
+/// so that evicted values do not linger: L1 values can be large.
+pub(crate) const RETIRE_BATCH: usize = 8;
+
+/// An entry of the table: the key, the value, its weight and its CLOCK bit.
 #[derive(Debug)]
 struct Slot<V> {
     key: Box<str>,
@@ -69,76 +82,95 @@ impl Hasher for PassThrough {
     }
 }
 
-#[derive(Debug)]
-struct Table<V> {
-    map: HashMap<u64, Slot<V>, BuildHasherDefault<PassThrough>>,
+type Table<V> = papaya::HashMap<u64, Slot<V>, BuildHasherDefault<PassThrough>>;
+
+/// A shard's bookkeeping, under its mutex.
+#[derive(Debug, Default)]
+struct Books {
     /// Hashes in insertion order, with the id of their insertion.
     queue: VecDeque<(u64, u64)>,
     weight: u64,
+    /// Entries of this shard in the table.
+    live: usize,
     next_id: u64,
 }
 
-/// One shard, aligned so that two shards' locks never share a cache line
-/// (readers on different cores write their shard's lock word).
-#[derive(Debug)]
+/// One shard's writer lock, aligned so that two shards' locks never share a
+/// cache line.
+#[derive(Debug, Default)]
 #[repr(align(128))]
-struct Shard<V> {
-    table: RwLock<Table<V>>,
+struct Shard {
+    books: Mutex<Books>,
 }
 
 /// A sharded, weight-bounded map of string keys.
-#[derive(Debug)]
 pub(crate) struct ShardedMap<V> {
-    shards: Box<[Shard<V>]>,
+    table: Table<V>,
+    shards: Box<[Shard]>,
     hasher: foldhash::fast::RandomState,
     shard_capacity: u64,
 }
 
-impl<V> ShardedMap<V> {
+impl<V> std::fmt::Debug for ShardedMap<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardedMap")
+            .field("shards", &self.shards.len())
+            .field("shard_capacity", &self.shard_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A shard's books and the table, for one write.
+struct Writer<'a, V> {
+    books: MutexGuard<'a, Books>,
+    table: papaya::HashMapRef<
+        'a,
+        u64,
+        Slot<V>,
+        BuildHasherDefault<PassThrough>,
+        papaya::LocalGuard<'a>,
+    >,
+}
+
+impl<V: Send + Sync> ShardedMap<V> {
     /// A map holding about `capacity` of weight over `shards` shards (rounded
     /// up to a power of two).
     pub(crate) fn new(capacity: u64, shards: usize) -> Self {
         let count = shards.clamp(1, 1024).next_power_of_two();
-        let shards = (0..count)
-            .map(|_| Shard {
-                table: RwLock::new(Table {
-                    map: HashMap::default(),
-                    queue: VecDeque::new(),
-                    weight: 0,
-                    next_id: 0,
-                }),
-            })
-            .collect();
         Self {
-            shards,
+            table: papaya::HashMap::builder()
+                .hasher(BuildHasherDefault::default())
+                .collector(seize::Collector::new().batch_size(RETIRE_BATCH))
+                .build(),
+            shards: (0..count).map(|_| Shard::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
             shard_capacity: (capacity / count as u64).max(1),
         }
     }
 
     /// The key's hash and its shard. Bits 32 and up pick the shard: the
-    /// table uses the low bits (bucket) and the top seven (control bytes).
+    /// table uses the low bits (bucket) and the top ones (tags).
     #[inline]
-    fn locate(&self, key: &str) -> (u64, &Shard<V>) {
+    fn locate(&self, key: &str) -> (u64, &Shard) {
         let hash = self.hasher.hash_one(key);
         let index = (hash >> 32) as usize & (self.shards.len() - 1);
         (hash, &self.shards[index])
     }
 
-    fn write_table(&self, key: &str) -> (u64, RwLockWriteGuard<'_, Table<V>>) {
-        let (hash, shard) = self.locate(key);
-        let table = shard.table.write().unwrap_or_else(PoisonError::into_inner);
-        (hash, table)
+    fn writer<'a>(&'a self, shard: &'a Shard) -> Writer<'a, V> {
+        Writer {
+            books: shard.books.lock().unwrap_or_else(PoisonError::into_inner),
+            table: self.table.pin(),
+        }
     }
 
-    /// Runs `f` on the value of `key` under the shard's read lock, and marks
-    /// the entry as recently used.
+    /// Runs `f` on the value of `key`, and marks the entry as recently used.
+    /// Takes no lock.
     #[inline]
     pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(&V) -> R) -> Option<R> {
-        let (hash, shard) = self.locate(key);
-        let table: RwLockReadGuard<'_, Table<V>> =
-            shard.table.read().unwrap_or_else(PoisonError::into_inner);
-        let slot = table.map.get(&hash).filter(|slot| *slot.key == *key)?;
+        let hash = self.hasher.hash_one(key);
+        let table = self.table.pin();
+        let slot = table.get(&hash).filter(|slot| *slot.key == *key)?;
         // A store only when the flag is clear: a hot entry's cache line is
         // not written on every hit.
         if !slot.referenced.load(Ordering::Relaxed) {
@@ -150,13 +182,14 @@ impl<V> ShardedMap<V> {
     /// Inserts or replaces. A value heavier than a shard's capacity is not
     /// kept (and the old value goes).
     pub(crate) fn insert(&self, key: &str, value: V, weight: u64) {
-        let (hash, mut table) = self.write_table(key);
+        let (hash, shard) = self.locate(key);
+        let mut w = self.writer(shard);
         if weight > self.shard_capacity {
-            table.remove(hash, key);
+            w.remove(hash, key);
             return;
         }
-        let id = table.next_id;
-        table.next_id += 1;
+        let id = w.books.next_id;
+        w.books.next_id += 1;
         let slot = Slot {
             key: Box::from(key),
             value,
@@ -165,88 +198,95 @@ impl<V> ShardedMap<V> {
             id,
         };
         // Replaces this key's entry, or (a hash collision) another key's.
-        if let Some(old) = table.map.insert(hash, slot) {
-            table.weight -= old.weight;
+        match w.table.insert(hash, slot) {
+            Some(old) => w.books.weight -= old.weight,
+            None => w.books.live += 1,
         }
-        table.weight += weight;
-        table.queue.push_back((hash, id));
-        table.evict(self.shard_capacity);
-        table.compact();
+        w.books.weight += weight;
+        w.books.queue.push_back((hash, id));
+        w.evict(self.shard_capacity);
+        w.compact();
     }
 
     /// Removes `key`.
     pub(crate) fn remove(&self, key: &str) {
-        let (hash, mut table) = self.write_table(key);
-        table.remove(hash, key);
+        let (hash, shard) = self.locate(key);
+        self.writer(shard).remove(hash, key);
     }
 
     /// Removes `key` if `f` says so of its value.
     pub(crate) fn remove_if(&self, key: &str, f: impl FnOnce(&V) -> bool) {
-        let (hash, mut table) = self.write_table(key);
-        let matches = table
-            .map
+        let (hash, shard) = self.locate(key);
+        let mut w = self.writer(shard);
+        let matches = w
+            .table
             .get(&hash)
             .is_some_and(|slot| *slot.key == *key && f(&slot.value));
         if matches {
-            table.remove(hash, key);
+            w.remove_hash(hash);
         }
     }
 
     /// Removes everything.
     pub(crate) fn clear(&self) {
-        for shard in &self.shards {
-            let mut table = shard.table.write().unwrap_or_else(PoisonError::into_inner);
-            table.map.clear();
-            table.queue.clear();
-            table.weight = 0;
+        // Every shard's lock, in order, so that no write interleaves.
+        let mut all: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| s.books.lock().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        self.table.pin().clear();
+        for books in &mut all {
+            **books = Books::default();
         }
     }
 
     /// Total weight held.
     #[cfg(test)]
     pub(crate) fn weight(&self) -> u64 {
-        self.tables().map(|t| t.weight).sum()
+        self.books().map(|b| b.weight).sum()
     }
 
     /// Number of entries held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.tables().map(|t| t.map.len()).sum()
+        self.table.len()
     }
 
     #[cfg(test)]
-    fn tables(&self) -> impl Iterator<Item = RwLockReadGuard<'_, Table<V>>> {
+    fn books(&self) -> impl Iterator<Item = MutexGuard<'_, Books>> {
         self.shards
             .iter()
-            .map(|s| s.table.read().unwrap_or_else(PoisonError::into_inner))
+            .map(|s| s.books.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
-impl<V> Table<V> {
+impl<V: Send + Sync> Writer<'_, V> {
     /// Removes the entry of `key` (not another key's entry under its hash).
     fn remove(&mut self, hash: u64, key: &str) {
-        if self.map.get(&hash).is_some_and(|slot| *slot.key == *key) {
+        if self.table.get(&hash).is_some_and(|slot| *slot.key == *key) {
             self.remove_hash(hash);
         }
     }
 
     fn remove_hash(&mut self, hash: u64) {
-        if let Some(old) = self.map.remove(&hash) {
-            self.weight -= old.weight;
+        if let Some(old) = self.table.remove(&hash) {
+            self.books.weight -= old.weight;
+            self.books.live -= 1;
         }
     }
 
     /// Evicts until the weight fits: the CLOCK hand over the insertion queue.
     fn evict(&mut self, capacity: u64) {
-        while self.weight > capacity {
-            let Some((hash, id)) = self.queue.pop_front() else {
+        while self.books.weight > capacity {
+            let Some((hash, id)) = self.books.queue.pop_front() else {
                 return;
             };
-            let Some(slot) = self.map.get(&hash).filter(|slot| slot.id == id) else {
+            let Some(slot) = self.table.get(&hash).filter(|slot| slot.id == id) else {
                 continue; // removed or replaced since: a stale queue item
             };
             if slot.referenced.swap(false, Ordering::Relaxed) {
-                self.queue.push_back((hash, id));
+                self.books.queue.push_back((hash, id));
             } else {
                 self.remove_hash(hash);
             }
@@ -255,12 +295,13 @@ impl<V> Table<V> {
 
     /// Drops stale queue items once they outnumber the live entries.
     fn compact(&mut self) {
-        if self.queue.len() <= 2 * self.map.len() + 16 {
+        if self.books.queue.len() <= 2 * self.books.live + 16 {
             return;
         }
-        let map = &self.map;
-        self.queue
-            .retain(|(hash, id)| map.get(hash).is_some_and(|slot| slot.id == *id));
+        let table = &self.table;
+        self.books
+            .queue
+            .retain(|(hash, id)| table.get(hash).is_some_and(|slot| slot.id == *id));
     }
 }
 
@@ -309,10 +350,17 @@ mod tests {
         // Put "b" under the hash of "a", as a collision would.
         let hash_a = map.hasher.hash_one("a");
         {
-            let mut table = map.shards[0].table.write().unwrap();
-            let mut slot = table.map.remove(&hash_a).unwrap();
-            slot.key = Box::from("b");
-            table.map.insert(hash_a, slot);
+            let _books = map.shards[0].books.lock().unwrap();
+            let table = map.table.pin();
+            let old = table.get(&hash_a).unwrap();
+            let slot = Slot {
+                key: Box::from("b"),
+                value: old.value,
+                weight: old.weight,
+                referenced: AtomicBool::new(false),
+                id: old.id,
+            };
+            table.insert(hash_a, slot);
         }
         assert_eq!(map.read("a", |v| *v), None);
         map.remove("a");
@@ -334,7 +382,44 @@ mod tests {
         for i in 0..10_000 {
             map.insert("same", i, 1);
         }
-        let table = map.shards[0].table.read().unwrap();
-        assert!(table.queue.len() <= 2 * table.map.len() + 17);
+        let books = map.shards[0].books.lock().unwrap();
+        assert!(books.queue.len() <= 2 * books.live + 17);
+    }
+
+    #[test]
+    fn concurrent_writers_and_readers_agree_with_the_books() {
+        let map = ShardedMap::new(4_000, 4);
+        std::thread::scope(|scope| {
+            for thread in 0..4_u64 {
+                let map = &map;
+                scope.spawn(move || {
+                    for i in 0..20_000_u64 {
+                        let id = (i * 7 + thread) % 97;
+                        let key = format!("k{id}");
+                        match i % 5 {
+                            0 => map.remove(&key),
+                            1 => map.remove_if(&key, |(owner, _)| *owner == id),
+                            _ => map.insert(&key, (id, i), 10 + id),
+                        }
+                        let other = format!("k{}", (i * 13) % 97);
+                        if let Some((owner, _)) = map.read(&other, |v| *v) {
+                            assert_eq!(format!("k{owner}"), other, "a value under another key");
+                        }
+                    }
+                });
+            }
+        });
+        let table = map.table.pin();
+        let (mut live, mut weight) = (0, 0);
+        for books in map.books() {
+            live += books.live;
+            weight += books.weight;
+            assert!(books.weight <= map.shard_capacity);
+        }
+        assert_eq!(live, table.len());
+        assert_eq!(
+            weight,
+            table.iter().map(|(_, slot)| slot.weight).sum::<u64>()
+        );
     }
 }
