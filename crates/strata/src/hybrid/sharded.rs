@@ -141,6 +141,11 @@ impl<V: Send + Sync> ShardedMap<V> {
             table: papaya::HashMap::builder()
                 .hasher(BuildHasherDefault::default())
                 .collector(seize::Collector::new().batch_size(RETIRE_BATCH))
+                // A growing table is copied whole by the writer that grows
+                // it: reads never search two tables (with incremental
+                // resizing they do until writes finish the copy, and an L1
+                // that stops being written stays that way).
+                .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
             shards: (0..count).map(|_| Shard::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
