@@ -162,11 +162,14 @@ impl<V: Send + Sync> ShardedMap<V> {
         (hash, &self.shards[index])
     }
 
-    fn writer<'a>(&'a self, shard: &'a Shard) -> Writer<'a, V> {
-        Writer {
+    /// The key's hash, and its shard's books (locked) with the table.
+    fn writer(&self, key: &str) -> (u64, Writer<'_, V>) {
+        let (hash, shard) = self.locate(key);
+        let writer = Writer {
             books: shard.books.lock().unwrap_or_else(PoisonError::into_inner),
             table: self.table.pin(),
-        }
+        };
+        (hash, writer)
     }
 
     /// Runs `f` on the value of `key`, and marks the entry as recently used.
@@ -187,8 +190,7 @@ impl<V: Send + Sync> ShardedMap<V> {
     /// Inserts or replaces. A value heavier than a shard's capacity is not
     /// kept (and the old value goes).
     pub(crate) fn insert(&self, key: &str, value: V, weight: u64) {
-        let (hash, shard) = self.locate(key);
-        let mut w = self.writer(shard);
+        let (hash, mut w) = self.writer(key);
         if weight > self.shard_capacity {
             w.remove(hash, key);
             return;
@@ -215,14 +217,13 @@ impl<V: Send + Sync> ShardedMap<V> {
 
     /// Removes `key`.
     pub(crate) fn remove(&self, key: &str) {
-        let (hash, shard) = self.locate(key);
-        self.writer(shard).remove(hash, key);
+        let (hash, mut w) = self.writer(key);
+        w.remove(hash, key);
     }
 
     /// Removes `key` if `f` says so of its value.
     pub(crate) fn remove_if(&self, key: &str, f: impl FnOnce(&V) -> bool) {
-        let (hash, shard) = self.locate(key);
-        let mut w = self.writer(shard);
+        let (hash, mut w) = self.writer(key);
         let matches = w
             .table
             .get(&hash)
