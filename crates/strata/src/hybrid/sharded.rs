@@ -46,7 +46,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// Retired (removed or replaced) entries a thread collects before papaya
 /// tries to free them. Smaller than papaya's default (32, or the core count)
 /// so that evicted values do not linger: L1 values can be large.
-pub(crate) const RETIRE_BATCH: usize = 8;
+const RETIRE_BATCH: usize = 8;
 
 /// An entry of the table: the key, the value, its weight and its CLOCK bit.
 #[derive(Debug)]
