@@ -62,10 +62,14 @@ impl fmt::Display for ErrorKind {
 /// A Strata error: a [`kind`](Error::kind), a message that says how to fix the
 /// problem, and optionally the underlying cause as [`source`](StdError::source).
 ///
-/// Cloning is cheap (the source is shared): one failed factory run hands the
-/// same error to every caller that waited on it.
+/// Cloning is cheap (the error is shared): one failed factory run hands the
+/// same error to every caller that waited on it. An `Error` is one pointer
+/// wide, so a `Result<T>` is barely larger than `T` on the hit path.
 #[derive(Clone)]
-pub struct Error {
+pub struct Error(Arc<Details>);
+
+#[derive(Clone)]
+struct Details {
     kind: ErrorKind,
     message: String,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
@@ -74,39 +78,39 @@ pub struct Error {
 impl Error {
     /// Creates an error of `kind` with a message for the user.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
+        Self(Arc::new(Details {
             kind,
             message: message.into(),
             source: None,
-        }
+        }))
     }
 
     /// Attaches the underlying cause, reachable through [`StdError::source`].
     #[must_use]
     pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
-        self.source = Some(Arc::new(source));
+        Arc::make_mut(&mut self.0).source = Some(Arc::new(source));
         self
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The message, without the kind or the source.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// True when the backend did not answer in time.
     pub fn is_timeout(&self) -> bool {
-        self.kind == ErrorKind::Timeout
+        self.0.kind == ErrorKind::Timeout
     }
 
     /// True when the backend could not be reached or did not answer in time:
     /// the failures a caller should ride out by falling back to the source of truth.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
+        matches!(self.0.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
     }
 
     /// Wraps the error of a failed factory; the message names the key.
@@ -126,8 +130,9 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(source) = &self.source {
+        d.field("kind", &self.0.kind)
+            .field("message", &self.0.message);
+        if let Some(source) = &self.0.source {
             d.field("source", source);
         }
         d.finish()
@@ -136,8 +141,8 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)?;
-        if let Some(source) = &self.source {
+        write!(f, "{}: {}", self.0.kind, self.0.message)?;
+        if let Some(source) = &self.0.source {
             write!(f, " ({source})")?;
         }
         Ok(())
@@ -146,7 +151,8 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|s| s as &(dyn StdError + 'static))
     }
@@ -169,5 +175,6 @@ mod tests {
             "unavailable: redis at 127.0.0.1:1 is down (refused)"
         );
         assert!(StdError::source(&err).is_some());
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
     }
 }
