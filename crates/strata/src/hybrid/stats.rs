@@ -134,22 +134,30 @@ pub(crate) enum Event {
     BackplaneReceived,
 }
 
-/// This thread's slot. A `const` thread-local without destructor: reading it
-/// is one load relative to the thread pointer.
+thread_local! {
+    /// This thread's stripe, `usize::MAX` until assigned. A `const`
+    /// thread-local without destructor: reading it is one load relative to
+    /// the thread pointer.
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's stripe.
 #[inline]
 fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    match STRIPE.get() {
+        usize::MAX => assign_stripe(),
+        index => index,
     }
-    SLOT.with(|slot| {
-        let mut index = slot.get();
-        if index == usize::MAX {
-            index = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-            slot.set(index);
-        }
-        index
-    })
+}
+
+/// Gives this thread the next stripe, round robin. Out of line: it runs once
+/// per thread, and the hit path stays small.
+#[cold]
+fn assign_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let index = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    STRIPE.set(index);
+    index
 }
 
 impl Stats {
