@@ -6,8 +6,10 @@
 //! keyed by the key's foldhash, a pinned read that compares the key and
 //! clones the value: what `sharded::ShardedMap::read` does, rebuilt here
 //! because the engine is private), the structures L1 used before (sharded
-//! `RwLock<HashMap>`s read the same way; quick_cache's `get`), and the hit
-//! of the raw-bytes API.
+//! `RwLock<HashMap>`s read the same way; quick_cache's `get`), the hit
+//! of the raw-bytes API, and hits spread over all the keys in turn (more
+//! than a thread's front of L1 holds, so most of them read the shared map),
+//! against the `HashMap` read the same way.
 //!
 //! Run: `taskset -c 0 cargo bench -p strata --bench hybrid_l1`.
 //! The ratio to report is `hybrid_get_or_create / hashmap_foldhash_arc`.
@@ -246,6 +248,33 @@ fn l1_hit(c: &mut Criterion) {
                 })
                 .await;
             black_box(value)
+        });
+    });
+
+    // Hits spread over every key, in turn: more keys than a thread's front
+    // of L1 holds, so most hits read the shared map and refill the front.
+    let keys: Vec<String> = (0..KEYS).map(|id| format!("product:{id}")).collect();
+    let mut next = 0;
+    c.bench_function("l1_hit/hashmap_foldhash_arc_all_keys", |b| {
+        b.iter(|| {
+            next = (next + 1) % keys.len();
+            black_box(map.get(black_box(keys[next].as_str())).cloned())
+        });
+    });
+    c.bench_function("l1_hit/hybrid_get_or_create_all_keys", |b| {
+        b.to_async(&rt).iter(|| {
+            next = (next + 1) % keys.len();
+            let key = keys[next].as_str();
+            let cache = &cache;
+            let options = &options;
+            async move {
+                let value = cache
+                    .get_or_create(black_box(key), options, |_| async {
+                        Ok::<_, Infallible>(small(0))
+                    })
+                    .await;
+                black_box(value)
+            }
         });
     });
 

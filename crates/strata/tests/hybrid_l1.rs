@@ -425,3 +425,59 @@ async fn l1_set_remove_and_clear() {
         .await;
     assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidOptions);
 }
+
+/// An L1 hit may be served from the calling thread's front (a per-thread
+/// table of hot entries): a write on one thread must still reach a thread
+/// that served the old value, whichever way the value went.
+#[test]
+fn l1_writes_reach_a_thread_that_served_the_old_value() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = rt.block_on(async { HybridCache::builder().build() });
+    let (ask, asks) = std::sync::mpsc::channel::<()>();
+    let (answer, answers) = std::sync::mpsc::channel();
+    let reader = {
+        let (cache, handle) = (cache.clone(), rt.handle().clone());
+        std::thread::spawn(move || {
+            for () in asks {
+                let value = handle.block_on(cache.get::<u32>("k")).unwrap();
+                answer.send(value).unwrap();
+            }
+        })
+    };
+    // Twice: the first read may come from the shared map, the second from
+    // the reader thread's front.
+    let read_twice = || {
+        let values: Vec<Option<u32>> = (0..2)
+            .map(|_| {
+                ask.send(()).unwrap();
+                answers.recv().unwrap()
+            })
+            .collect();
+        assert_eq!(values[0], values[1]);
+        values[0]
+    };
+    let tagged = HybridEntryOptions::new().with_tags(["t"]);
+    rt.block_on(async {
+        cache.set("k", 1_u32, &tagged).await.unwrap();
+    });
+    assert_eq!(read_twice(), Some(1));
+    rt.block_on(cache.set("k", 2_u32, &tagged)).unwrap();
+    assert_eq!(read_twice(), Some(2), "replaced");
+    rt.block_on(cache.remove("k")).unwrap();
+    assert_eq!(read_twice(), None, "removed");
+    rt.block_on(cache.set("k", 3_u32, &tagged)).unwrap();
+    assert_eq!(read_twice(), Some(3));
+    rt.block_on(cache.remove_by_tag("t")).unwrap();
+    assert_eq!(read_twice(), None, "its tag removed");
+    rt.block_on(cache.set("k", 4_u32, &tagged)).unwrap();
+    assert_eq!(read_twice(), Some(4));
+    rt.block_on(cache.clear()).unwrap();
+    assert_eq!(read_twice(), None, "cleared");
+    assert!(cache.stats().l1_hits() >= 8);
+    drop(ask);
+    reader.join().unwrap();
+}
