@@ -7,9 +7,9 @@
 //! clones the value: what `sharded::ShardedMap::read` does, rebuilt here
 //! because the engine is private), the structures L1 used before (sharded
 //! `RwLock<HashMap>`s read the same way; quick_cache's `get`), the hit
-//! of the raw-bytes API, and hits spread over all the keys in turn (more
-//! than a thread's front of L1 holds, so most of them read the shared map),
-//! against the `HashMap` read the same way.
+//! of the raw-bytes API, and hits spread over all the keys in turn (not one
+//! hot key: the table's lines are not all in the core's cache), against
+//! the `HashMap` read the same way.
 //!
 //! Run: `taskset -c 0 cargo bench -p strata --bench hybrid_l1`.
 //! The ratio to report is `hybrid_get_or_create / hashmap_foldhash_arc`.
@@ -251,8 +251,7 @@ fn l1_hit(c: &mut Criterion) {
         });
     });
 
-    // Hits spread over every key, in turn: more keys than a thread's front
-    // of L1 holds, so most hits read the shared map and refill the front.
+    // Hits spread over every key, in turn.
     let keys: Vec<String> = (0..KEYS).map(|id| format!("product:{id}")).collect();
     let mut next = 0;
     c.bench_function("l1_hit/hashmap_foldhash_arc_all_keys", |b| {

@@ -426,8 +426,7 @@ async fn l1_set_remove_and_clear() {
     assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidOptions);
 }
 
-/// An L1 hit may be served from the calling thread's front (a per-thread
-/// table of hot entries): a write on one thread must still reach a thread
+/// L1 hits take no lock: a write on one thread must still reach a thread
 /// that served the old value, whichever way the value went.
 #[test]
 fn l1_writes_reach_a_thread_that_served_the_old_value() {
@@ -448,8 +447,7 @@ fn l1_writes_reach_a_thread_that_served_the_old_value() {
             }
         })
     };
-    // Twice: the first read may come from the shared map, the second from
-    // the reader thread's front.
+    // Twice: a value served once is served again (and then replaced).
     let read_twice = || {
         let values: Vec<Option<u32>> = (0..2)
             .map(|_| {

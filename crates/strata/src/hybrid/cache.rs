@@ -318,19 +318,19 @@ impl HybridCache {
 
 impl Inner {
     /// The hit path: a fresh L1 entry of representation `R`, or `None`. No
-    /// allocation, no clock call, no lock: the entry is checked and its value
-    /// cloned in place (see `L1::serve`).
+    /// allocation, no clock call, no reference count: the entry is checked
+    /// and its value cloned under the L1 shard's read lock.
     #[inline]
     pub(crate) fn l1_fresh<R: Repr>(&self, key: &str) -> Option<R::Value> {
         let now = self.clock.coarse_ms();
         let tag_epoch = self.tags.epoch();
         let gap = self.gap_epoch.load(Ordering::Acquire);
-        let value = self.l1.serve(key, |entry| {
+        let value = self.l1.read(key, |entry| {
             if entry.freshness(now, tag_epoch, gap) != Freshness::Fresh {
                 return None;
             }
             entry.get::<R>()
-        })?;
+        })??;
         self.stats.l1_hit();
         Some(value)
     }

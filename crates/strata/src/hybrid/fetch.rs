@@ -204,7 +204,7 @@ where
                     let entry = Arc::new(entry);
                     if options.writes_l1() {
                         marks.write_unless_invalidated(&entry.tags, || {
-                            inner.l1.insert(Arc::clone(&entry));
+                            inner.l1.insert(key, Arc::clone(&entry));
                         });
                     }
                     return Ok(Fetched {
@@ -267,7 +267,7 @@ where
                     let entry = Arc::new(entry);
                     if options.writes_l1() {
                         marks.write_unless_invalidated(&entry.tags, || {
-                            inner.l1.insert(Arc::clone(&entry));
+                            inner.l1.insert(key, Arc::clone(&entry));
                         });
                     }
                     Ok(Fetched { entry, stale: true })
@@ -369,7 +369,7 @@ pub(crate) async fn get_slow<R: Repr>(inner: &Arc<Inner>, key: &str) -> Result<O
             let value = entry.get::<R>();
             let entry = Arc::new(entry);
             read.marks().write_unless_invalidated(&entry.tags, || {
-                inner.l1.insert(Arc::clone(&entry));
+                inner.l1.insert(key, Arc::clone(&entry));
             });
             Ok(value)
         }

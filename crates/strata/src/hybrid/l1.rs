@@ -11,18 +11,14 @@
 //! The value is stored type-erased (`Box<dyn Any>`) inside an `Arc` (so that
 //! one cache holds any `T`, and slow paths can keep an entry past its
 //! removal); a hit takes no lock, checks the deadlines, downcasts and clones
-//! `T`. Before the map sits each thread's front (see `front`): the entries
-//! that thread hit last, served without reading the shared map at all. A
-//! hit on the map fronts the entry (one reference count increment); a front
-//! hit touches no reference count and writes no shared memory.
+//! `T`, and touches no reference count.
 
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::front;
 use super::repr::Repr;
-use super::sharded::{Resident, ShardedMap};
+use super::sharded::ShardedMap;
 
 /// Bytes charged per entry on top of key, payload and tags: the map slot, the
 /// `Arc`ed entry header and the boxed value's own struct. An estimate.
@@ -31,7 +27,6 @@ const ENTRY_OVERHEAD: u64 = 160;
 /// One L1 entry. Times are wall milliseconds of the cache's [`Clock`](super::clock::Clock).
 #[derive(Debug)]
 pub(crate) struct L1Entry {
-    pub(crate) key: Box<str>,
     pub(crate) value: Box<dyn Any + Send + Sync>,
     pub(crate) created_ms: u64,
     pub(crate) logical_expiry_ms: u64,
@@ -53,23 +48,6 @@ pub(crate) struct L1Entry {
     pub(crate) gap_epoch: u64,
     /// Encoded payload size in bytes, for the weigher.
     pub(crate) payload_len: u64,
-    /// The CLOCK bit of L1's eviction (see `sharded`).
-    pub(crate) referenced: AtomicBool,
-    /// Set once L1 no longer lists the entry: thread fronts (see `front`)
-    /// stop serving it.
-    pub(crate) unlisted: AtomicBool,
-}
-
-impl Resident for L1Entry {
-    fn key(&self) -> &str {
-        &self.key
-    }
-    fn referenced(&self) -> &AtomicBool {
-        &self.referenced
-    }
-    fn unlisted(&self) {
-        self.unlisted.store(true, Ordering::Release);
-    }
 }
 
 /// The outcome of checking an entry on the hit path.
@@ -127,7 +105,6 @@ impl L1Entry {
             .saturating_add(throttle)
             .min(self.stale_until_ms.max(now + 1));
         Some(Self {
-            key: self.key.clone(),
             value: R::store(value),
             created_ms: self.created_ms,
             logical_expiry_ms: self.logical_expiry_ms,
@@ -141,16 +118,14 @@ impl L1Entry {
             tag_epoch: AtomicU64::new(self.tag_epoch.load(Ordering::Relaxed)),
             gap_epoch,
             payload_len: self.payload_len,
-            referenced: AtomicBool::new(false),
-            unlisted: AtomicBool::new(false),
         })
     }
 }
 
 /// The weight of an entry: key, encoded payload, tags and a fixed overhead.
-fn weight(entry: &L1Entry) -> u64 {
+fn weight(key: &str, entry: &L1Entry) -> u64 {
     let tags: usize = entry.tags.iter().map(String::len).sum();
-    (entry.key.len() + tags) as u64 + entry.payload_len + ENTRY_OVERHEAD
+    (key.len() + tags) as u64 + entry.payload_len + ENTRY_OVERHEAD
 }
 
 /// Most shards of an L1: more would make each shard's share of the capacity
@@ -161,8 +136,6 @@ const MAX_SHARDS: usize = 64;
 #[derive(Debug)]
 pub(crate) struct L1 {
     map: ShardedMap<Arc<L1Entry>>,
-    /// This L1's id in the thread fronts.
-    owner: u64,
 }
 
 impl L1 {
@@ -174,26 +147,14 @@ impl L1 {
         let shards = (cores * 4).clamp(4, MAX_SHARDS);
         Self {
             map: ShardedMap::new(capacity_bytes.max(1), shards),
-            owner: front::new_owner(),
         }
     }
 
-    /// The hit path: runs `serve` on the entry under `key` (whatever its
-    /// deadlines), from this thread's front when it holds the entry, else
-    /// from the map without a lock; an entry the map served is fronted when
-    /// `serve` gives a value. `None` when there is no entry or `serve` gives
-    /// none.
+    /// Runs `f` on the entry under `key` (whatever its deadlines), without a
+    /// lock: the hit path, with no reference-count traffic.
     #[inline]
-    pub(crate) fn serve<R>(&self, key: &str, serve: impl Fn(&L1Entry) -> Option<R>) -> Option<R> {
-        let hash = self.map.hash(key);
-        if let Some(served) = front::read(self.owner, hash, key, &serve) {
-            return served;
-        }
-        let (value, entry) = self.map.read_hashed(hash, key, |entry| {
-            serve(entry).map(|value| (value, Arc::clone(entry)))
-        })??;
-        front::fill(self.owner, hash, &entry);
-        Some(value)
+    pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(&L1Entry) -> R) -> Option<R> {
+        self.map.read(key, |entry| f(entry))
     }
 
     /// The entry under `key`, whatever its deadlines.
@@ -201,11 +162,10 @@ impl L1 {
         self.map.read(key, Arc::clone)
     }
 
-    /// Inserts or replaces, under the entry's key; an entry heavier than a
-    /// shard's capacity is not kept.
-    pub(crate) fn insert(&self, entry: Arc<L1Entry>) {
-        let weight = weight(&entry);
-        self.map.insert(entry, weight);
+    /// Inserts or replaces; an entry heavier than a shard's capacity is not kept.
+    pub(crate) fn insert(&self, key: &str, entry: Arc<L1Entry>) {
+        let weight = weight(key, &entry);
+        self.map.insert(key, entry, weight);
     }
 
     pub(crate) fn remove(&self, key: &str) {
@@ -240,9 +200,8 @@ mod tests {
     use super::*;
     use crate::hybrid::repr::Typed;
 
-    fn entry(key: &str, payload_len: u64) -> Arc<L1Entry> {
+    fn entry(payload_len: u64) -> Arc<L1Entry> {
         Arc::new(L1Entry {
-            key: Box::from(key),
             value: Box::new(7_u32),
             created_ms: 0,
             logical_expiry_ms: 100,
@@ -256,14 +215,12 @@ mod tests {
             tag_epoch: AtomicU64::new(0),
             gap_epoch: 0,
             payload_len,
-            referenced: AtomicBool::new(false),
-            unlisted: AtomicBool::new(false),
         })
     }
 
     #[test]
     fn freshness_follows_deadlines_and_epochs() {
-        let e = entry("k", 1);
+        let e = entry(1);
         assert_eq!(e.freshness(10, 0, 0), Freshness::Fresh);
         assert_eq!(e.freshness(45, 0, 0), Freshness::Eager);
         assert_eq!(e.freshness(50, 0, 0), Freshness::Check);
@@ -277,7 +234,7 @@ mod tests {
     fn is_bounded_by_weight() {
         let l1 = L1::new(64 * 1024);
         for i in 0..1000 {
-            l1.insert(entry(&format!("k{i}"), 1000));
+            l1.insert(&format!("k{i}"), entry(1000));
         }
         assert!(l1.weight() <= 64 * 1024, "{}", l1.weight());
         assert!(l1.len() < 100);

@@ -14,9 +14,8 @@
 //!   engine sees them.
 //! - `fetch`: the miss path run once per key (L2, factory, write-back);
 //!   `write`: building entries and writing them through the layers.
-//! - `l1`: the bounded in-process layer, on `sharded`'s map, with `front`'s
-//!   per-thread table of hot entries before it; `l2`: timeouts and circuit
-//!   breaker.
+//! - `l1`: the bounded in-process layer, on `sharded`'s map; `l2`: timeouts
+//!   and circuit breaker.
 //! - `stampede`: one in-flight fetch per key; `tags`: tag invalidation times;
 //!   `invalidation`: invalidations that land while a read runs (the
 //!   cache-aside race).
@@ -30,7 +29,6 @@ mod codec;
 mod context;
 mod envelope;
 mod fetch;
-mod front;
 mod invalidation;
 mod l1;
 mod l2;

@@ -12,8 +12,7 @@
 //! membarrier-based fences on Linux), probes the table, and unpins. So a
 //! hit on a hot key does not bounce a lock word between cores either.
 //! [`ShardedMap::read`] runs a closure on the stored value while pinned, and
-//! clones only what the caller returns. (A hit that does not even read the
-//! map is `front`'s.)
+//! clones only what the caller returns.
 //!
 //! Writes (insert, remove, eviction) of a shard are serialised by that
 //! shard's mutex, which also holds its bookkeeping: every table entry of a
@@ -21,14 +20,11 @@
 //! replaced value is dropped once no reader can still see it: papaya's
 //! collector frees retired entries in batches (of
 //! [`RETIRE_BATCH`] per thread), so a removed value may outlive its
-//! removal by a little; it is never served again. Each value is told when
-//! the map lets it go ([`Resident::unlisted`]), so that copies of it held
-//! elsewhere (L1's thread fronts) know to stop serving it.
+//! removal by a little; it is never served again.
 //!
 //! Eviction: each shard holds at most its share of the capacity, by the
 //! weight given at insertion. Inserted keys queue in FIFO order; a read sets
-//! the value's [`referenced`](Resident::referenced) flag (a plain store,
-//! only when it is clear; a front hit sets it too); when
+//! the entry's `referenced` flag (a plain store, only when it is clear); when
 //! over capacity the shard pops the queue: a referenced entry has its flag
 //! cleared and is queued again (its second chance), an unreferenced one is
 //! evicted. Removed or replaced entries leave stale queue items behind, which
@@ -52,48 +48,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// so that evicted values do not linger: L1 values can be large.
 const RETIRE_BATCH: usize = 8;
 
-/// What the map needs of its values. A value is inserted once: its key and
-/// flags belong to that one listing.
-pub(crate) trait Resident: Send + Sync {
-    /// The key the value is stored under.
-    fn key(&self) -> &str;
-    /// The CLOCK bit: set by reads (the map's, and anyone else's who serves
-    /// the value), cleared by the eviction hand.
-    fn referenced(&self) -> &AtomicBool;
-    /// Told, under the shard's lock, that the map no longer lists the value
-    /// (removed, replaced, evicted or cleared).
-    fn unlisted(&self);
-}
-
-impl<T: Resident + ?Sized> Resident for std::sync::Arc<T> {
-    fn key(&self) -> &str {
-        (**self).key()
-    }
-    fn referenced(&self) -> &AtomicBool {
-        (**self).referenced()
-    }
-    fn unlisted(&self) {
-        (**self).unlisted();
-    }
-}
-
-/// An entry of the table: the value, its weight and its insertion id.
+/// An entry of the table: the key, the value, its weight and its CLOCK bit.
 #[derive(Debug)]
 struct Slot<V> {
+    key: Box<str>,
     value: V,
     weight: u64,
+    /// Set by reads, cleared by the eviction hand.
+    referenced: AtomicBool,
     /// Tells this insertion of the key from a later one in the queue.
     id: u64,
-}
-
-/// Marks a value as recently used: a store only when the flag is clear, so
-/// that a hot entry's cache line is not written on every hit.
-#[inline]
-pub(crate) fn touch(value: &impl Resident) {
-    let flag = value.referenced();
-    if !flag.load(Ordering::Relaxed) {
-        flag.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Hashes a `u64` key to itself: table keys are already foldhash outputs.
@@ -168,7 +132,7 @@ struct Writer<'a, V> {
     >,
 }
 
-impl<V: Resident> ShardedMap<V> {
+impl<V: Send + Sync> ShardedMap<V> {
     /// A map holding about `capacity` of weight over `shards` shards (rounded
     /// up to a power of two).
     pub(crate) fn new(capacity: u64, shards: usize) -> Self {
@@ -208,49 +172,41 @@ impl<V: Resident> ShardedMap<V> {
         (hash, writer)
     }
 
-    /// The hash of `key`, as [`read_hashed`](Self::read_hashed) takes it.
-    #[inline]
-    pub(crate) fn hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
     /// Runs `f` on the value of `key`, and marks the entry as recently used.
     /// Takes no lock.
     #[inline]
     pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(&V) -> R) -> Option<R> {
-        self.read_hashed(self.hash(key), key, f)
-    }
-
-    /// [`read`](Self::read) with the key's [`hash`](Self::hash) already known.
-    #[inline]
-    pub(crate) fn read_hashed<R>(
-        &self,
-        hash: u64,
-        key: &str,
-        f: impl FnOnce(&V) -> R,
-    ) -> Option<R> {
+        let hash = self.hasher.hash_one(key);
         let table = self.table.pin();
-        let slot = table.get(&hash).filter(|slot| slot.value.key() == key)?;
-        touch(&slot.value);
+        let slot = table.get(&hash).filter(|slot| *slot.key == *key)?;
+        // A store only when the flag is clear: a hot entry's cache line is
+        // not written on every hit.
+        if !slot.referenced.load(Ordering::Relaxed) {
+            slot.referenced.store(true, Ordering::Relaxed);
+        }
         Some(f(&slot.value))
     }
 
-    /// Inserts or replaces, under the value's key. A value heavier than a
-    /// shard's capacity is not kept (and the old value goes).
-    pub(crate) fn insert(&self, value: V, weight: u64) {
-        let (hash, mut w) = self.writer(value.key());
+    /// Inserts or replaces. A value heavier than a shard's capacity is not
+    /// kept (and the old value goes).
+    pub(crate) fn insert(&self, key: &str, value: V, weight: u64) {
+        let (hash, mut w) = self.writer(key);
         if weight > self.shard_capacity {
-            w.remove(hash, value.key());
+            w.remove(hash, key);
             return;
         }
         let id = w.books.next_id;
         w.books.next_id += 1;
+        let slot = Slot {
+            key: Box::from(key),
+            value,
+            weight,
+            referenced: AtomicBool::new(false),
+            id,
+        };
         // Replaces this key's entry, or (a hash collision) another key's.
-        match w.table.insert(hash, Slot { value, weight, id }) {
-            Some(old) => {
-                w.books.weight -= old.weight;
-                old.value.unlisted();
-            }
+        match w.table.insert(hash, slot) {
+            Some(old) => w.books.weight -= old.weight,
             None => w.books.live += 1,
         }
         w.books.weight += weight;
@@ -271,7 +227,7 @@ impl<V: Resident> ShardedMap<V> {
         let matches = w
             .table
             .get(&hash)
-            .is_some_and(|slot| slot.value.key() == key && f(&slot.value));
+            .is_some_and(|slot| *slot.key == *key && f(&slot.value));
         if matches {
             w.remove_hash(hash);
         }
@@ -285,11 +241,7 @@ impl<V: Resident> ShardedMap<V> {
             .iter()
             .map(|s| s.books.lock().unwrap_or_else(PoisonError::into_inner))
             .collect();
-        let table = self.table.pin();
-        for (_, slot) in table.iter() {
-            slot.value.unlisted();
-        }
-        table.clear();
+        self.table.pin().clear();
         for books in &mut all {
             **books = Books::default();
         }
@@ -315,14 +267,10 @@ impl<V: Resident> ShardedMap<V> {
     }
 }
 
-impl<V: Resident> Writer<'_, V> {
+impl<V: Send + Sync> Writer<'_, V> {
     /// Removes the entry of `key` (not another key's entry under its hash).
     fn remove(&mut self, hash: u64, key: &str) {
-        if self
-            .table
-            .get(&hash)
-            .is_some_and(|slot| slot.value.key() == key)
-        {
+        if self.table.get(&hash).is_some_and(|slot| *slot.key == *key) {
             self.remove_hash(hash);
         }
     }
@@ -331,7 +279,6 @@ impl<V: Resident> Writer<'_, V> {
         if let Some(old) = self.table.remove(&hash) {
             self.books.weight -= old.weight;
             self.books.live -= 1;
-            old.value.unlisted();
         }
     }
 
@@ -344,7 +291,7 @@ impl<V: Resident> Writer<'_, V> {
             let Some(slot) = self.table.get(&hash).filter(|slot| slot.id == id) else {
                 continue; // removed or replaced since: a stale queue item
             };
-            if slot.value.referenced().swap(false, Ordering::Relaxed) {
+            if slot.referenced.swap(false, Ordering::Relaxed) {
                 self.books.queue.push_back((hash, id));
             } else {
                 self.remove_hash(hash);
@@ -367,134 +314,68 @@ impl<V: Resident> Writer<'_, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    /// A test value: a key, a number, the CLOCK bit and whether the map let it go.
-    #[derive(Debug)]
-    struct Item {
-        key: Box<str>,
-        n: u64,
-        referenced: AtomicBool,
-        unlisted: AtomicBool,
-    }
-
-    impl Resident for Item {
-        fn key(&self) -> &str {
-            &self.key
-        }
-        fn referenced(&self) -> &AtomicBool {
-            &self.referenced
-        }
-        fn unlisted(&self) {
-            assert!(
-                !self.unlisted.swap(true, Ordering::Relaxed),
-                "unlisted twice"
-            );
-        }
-    }
-
-    fn item(key: &str, n: u64) -> Arc<Item> {
-        Arc::new(Item {
-            key: Box::from(key),
-            n,
-            referenced: AtomicBool::new(false),
-            unlisted: AtomicBool::new(false),
-        })
-    }
-
-    fn is_unlisted(item: &Item) -> bool {
-        item.unlisted.load(Ordering::Relaxed)
-    }
 
     #[test]
     fn reads_inserts_and_removals() {
         let map = ShardedMap::new(1000, 4);
-        let a1 = item("a", 1);
-        map.insert(Arc::clone(&a1), 10);
-        map.insert(item("b", 2), 10);
-        assert_eq!(map.read("a", |v| v.n), Some(1));
-        let a3 = item("a", 3);
-        map.insert(Arc::clone(&a3), 20);
-        assert!(is_unlisted(&a1), "replaced");
-        assert_eq!(map.read("a", |v| v.n), Some(3));
+        map.insert("a", 1, 10);
+        map.insert("b", 2, 10);
+        assert_eq!(map.read("a", |v| *v), Some(1));
+        map.insert("a", 3, 20);
+        assert_eq!(map.read("a", |v| *v), Some(3));
         assert_eq!(map.weight(), 30);
-        map.remove_if("a", |v| v.n == 1);
+        map.remove_if("a", |v| *v == 1);
         assert_eq!(map.len(), 2, "not the value asked for: kept");
-        assert!(!is_unlisted(&a3));
-        map.remove_if("a", |v| v.n == 3);
-        assert!(is_unlisted(&a3), "removed");
+        map.remove_if("a", |v| *v == 3);
         map.remove("b");
         assert_eq!((map.len(), map.weight()), (0, 0));
-        assert_eq!(map.read("a", |v| v.n), None);
-        let c = item("c", 1);
-        map.insert(Arc::clone(&c), 1);
+        assert_eq!(map.read("a", |v| *v), None);
+        map.insert("c", 1, 1);
         map.clear();
-        assert!(is_unlisted(&c), "cleared");
         assert_eq!((map.len(), map.weight()), (0, 0));
     }
 
     #[test]
     fn is_bounded_by_weight_and_keeps_what_is_read() {
         let map = ShardedMap::new(100, 1);
-        map.insert(item("hot", 0), 10);
-        let first = item("k0", 0);
+        map.insert("hot", 0, 10);
         for i in 0..1000 {
-            assert_eq!(map.read("hot", |v| v.n), Some(0), "round {i}");
-            let next = if i == 0 {
-                Arc::clone(&first)
-            } else {
-                item(&format!("k{i}"), i)
-            };
-            map.insert(next, 10);
+            assert_eq!(map.read("hot", |v| *v), Some(0), "round {i}");
+            map.insert(&format!("k{i}"), i, 10);
             assert!(map.weight() <= 100);
         }
         assert_eq!(map.len(), 10);
-        assert!(is_unlisted(&first), "evicted");
-        let heavy = item("heavy", 0);
-        map.insert(Arc::clone(&heavy), 101);
-        assert_eq!(map.read("heavy", |v| v.n), None, "heavier than a shard");
-        assert!(!is_unlisted(&heavy), "never listed");
-    }
-
-    #[test]
-    fn a_value_marked_elsewhere_gets_its_second_chance() {
-        let map = ShardedMap::new(100, 1);
-        let hot = item("hot", 0);
-        map.insert(Arc::clone(&hot), 10);
-        for i in 0..1000 {
-            // Served without the map, as a thread's front serves it.
-            touch(&hot);
-            map.insert(item(&format!("k{i}"), i), 10);
-        }
-        assert!(!is_unlisted(&hot));
-        assert_eq!(map.read("hot", |v| v.n), Some(0));
+        map.insert("heavy", 0, 101);
+        assert_eq!(map.read("heavy", |v| *v), None, "heavier than a shard");
     }
 
     #[test]
     fn a_hash_collision_is_a_miss_never_a_wrong_value() {
         let map = ShardedMap::new(1000, 1);
-        map.insert(item("a", 1), 1);
+        map.insert("a", 1, 1);
         // Put "b" under the hash of "a", as a collision would.
-        let hash_a = map.hash("a");
+        let hash_a = map.hasher.hash_one("a");
         {
             let _books = map.shards[0].books.lock().unwrap();
             let table = map.table.pin();
             let old = table.get(&hash_a).unwrap();
             let slot = Slot {
-                value: item("b", 1),
+                key: Box::from("b"),
+                value: old.value,
                 weight: old.weight,
+                referenced: AtomicBool::new(false),
                 id: old.id,
             };
             table.insert(hash_a, slot);
         }
-        assert_eq!(map.read("a", |v| v.n), None);
+        assert_eq!(map.read("a", |v| *v), None);
         map.remove("a");
         assert_eq!(map.len(), 1, "removing a does not remove b's entry");
         map.remove_if("a", |_| true);
         assert_eq!(map.len(), 1);
-        map.insert(item("a", 2), 1);
+        map.insert("a", 2, 1);
         assert_eq!(
-            map.read("a", |v| v.n),
+            map.read("a", |v| *v),
             Some(2),
             "a replaces the colliding entry"
         );
@@ -505,7 +386,7 @@ mod tests {
     fn stale_queue_items_are_compacted() {
         let map = ShardedMap::new(1_000_000, 1);
         for i in 0..10_000 {
-            map.insert(item("same", i), 1);
+            map.insert("same", i, 1);
         }
         let books = map.shards[0].books.lock().unwrap();
         assert!(books.queue.len() <= 2 * books.live + 17);
@@ -513,7 +394,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_and_readers_agree_with_the_books() {
-        let map: ShardedMap<Arc<Item>> = ShardedMap::new(4_000, 4);
+        let map = ShardedMap::new(4_000, 4);
         std::thread::scope(|scope| {
             for thread in 0..4_u64 {
                 let map = &map;
@@ -523,12 +404,12 @@ mod tests {
                         let key = format!("k{id}");
                         match i % 5 {
                             0 => map.remove(&key),
-                            1 => map.remove_if(&key, |v| v.n % 97 == id),
-                            _ => map.insert(item(&key, id + 97 * i), 10 + id),
+                            1 => map.remove_if(&key, |(owner, _)| *owner == id),
+                            _ => map.insert(&key, (id, i), 10 + id),
                         }
                         let other = format!("k{}", (i * 13) % 97);
-                        if let Some(n) = map.read(&other, |v| v.n) {
-                            assert_eq!(format!("k{}", n % 97), other, "a value under another key");
+                        if let Some((owner, _)) = map.read(&other, |v| *v) {
+                            assert_eq!(format!("k{owner}"), other, "a value under another key");
                         }
                     }
                 });
@@ -542,10 +423,6 @@ mod tests {
             assert!(books.weight <= map.shard_capacity);
         }
         assert_eq!(live, table.len());
-        assert!(
-            table.iter().all(|(_, slot)| !is_unlisted(&slot.value)),
-            "listed values only"
-        );
         assert_eq!(
             weight,
             table.iter().map(|(_, slot)| slot.weight).sum::<u64>()

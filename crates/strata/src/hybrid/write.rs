@@ -129,7 +129,7 @@ async fn write_encoded<R: Repr>(
     let invalidated = || marks.is_some_and(|m| m.invalidates(&options.tags));
     let write_l1 = || {
         if options.writes_l1() {
-            inner.l1.insert(Arc::clone(&entry));
+            inner.l1.insert(key, Arc::clone(&entry));
         } else {
             inner.l1.remove(key);
         }
@@ -260,7 +260,6 @@ pub(crate) fn new_entry<R: Repr>(
         times.created_ms.saturating_add(offset)
     });
     L1Entry {
-        key: Box::from(key),
         value: R::store(value),
         created_ms: times.created_ms,
         logical_expiry_ms: times.logical_expiry_ms,
@@ -274,7 +273,5 @@ pub(crate) fn new_entry<R: Repr>(
         tag_epoch: AtomicU64::new(tag_epoch),
         gap_epoch,
         payload_len,
-        referenced: AtomicBool::new(false),
-        unlisted: AtomicBool::new(false),
     }
 }
