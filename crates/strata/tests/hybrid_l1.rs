@@ -479,24 +479,3 @@ fn l1_writes_reach_a_thread_that_served_the_old_value() {
     drop(ask);
     reader.join().unwrap();
 }
-
-/// The futures of the reads stay small: the miss path's state is boxed, so
-/// a caller that holds or moves one (a handler's own future, say) does not
-/// carry it.
-#[test]
-fn l1_read_futures_are_a_few_words() {
-    let cache = HybridCache::builder().build();
-    let options = HybridEntryOptions::new();
-    let words = |bytes: usize| bytes / std::mem::size_of::<usize>();
-    let get_or_create =
-        cache.get_or_create("k", &options, |_| async { Ok::<_, DbDown>(product(1)) });
-    assert!(words(std::mem::size_of_val(&get_or_create)) <= 16);
-    let get = cache.get::<Product>("k");
-    assert!(words(std::mem::size_of_val(&get)) <= 16);
-    let bytes = cache.get_or_create_bytes("k", &options, |_| async {
-        Ok::<_, DbDown>(strata::Bytes::new())
-    });
-    assert!(words(std::mem::size_of_val(&bytes)) <= 16);
-    let get_bytes = cache.get_bytes("k");
-    assert!(words(std::mem::size_of_val(&get_bytes)) <= 16);
-}

@@ -133,16 +133,7 @@ impl HybridCache {
         {
             return Ok(value);
         }
-        // The miss path is boxed, here and in the other reads: the future a
-        // caller holds stays a few words (not the miss path's half a
-        // kilobyte), and a hit never sets up or moves that state.
-        Box::pin(fetch::get_or_create_slow::<Typed<T>, _, _, _>(
-            &self.inner,
-            key,
-            options,
-            factory,
-        ))
-        .await
+        fetch::get_or_create_slow::<Typed<T>, _, _, _>(&self.inner, key, options, factory).await
     }
 
     /// Returns the value of `key` from L1 or L2, without a factory. The L2
@@ -174,7 +165,7 @@ impl HybridCache {
             return Ok(Some(value));
         }
         self.inner.check_key(key)?;
-        Box::pin(fetch::get_slow::<Typed<T>>(&self.inner, key)).await
+        fetch::get_slow::<Typed<T>>(&self.inner, key).await
     }
 
     /// Stores `value` under `key` in both layers and tells the peers to drop

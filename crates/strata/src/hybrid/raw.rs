@@ -67,13 +67,7 @@ impl HybridCache {
         {
             return Ok(value);
         }
-        Box::pin(fetch::get_or_create_slow::<Raw, _, _, _>(
-            &self.inner,
-            key,
-            options,
-            factory,
-        ))
-        .await
+        fetch::get_or_create_slow::<Raw, _, _, _>(&self.inner, key, options, factory).await
     }
 
     /// [`get`](Self::get) for pre-encoded bytes: the bytes of `key` from L1
@@ -88,7 +82,7 @@ impl HybridCache {
             return Ok(Some(value));
         }
         self.inner.check_key(key)?;
-        Box::pin(fetch::get_slow::<Raw>(&self.inner, key)).await
+        fetch::get_slow::<Raw>(&self.inner, key).await
     }
 
     /// [`set`](Self::set) for pre-encoded bytes: stores `value` as it is under
