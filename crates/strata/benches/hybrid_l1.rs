@@ -26,27 +26,10 @@ use criterion::{Criterion, criterion_main};
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use serde::{Deserialize, Serialize};
 use strata::{Bytes, HybridCache, HybridEntryOptions};
 
-/// The small struct the bench caches.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Small {
-    id: u64,
-    price_cents: i64,
-    stock: u32,
-}
-
-const KEYS: u64 = 1000;
-const HOT: &str = "product:42";
-
-fn small(id: u64) -> Small {
-    Small {
-        id,
-        price_cents: 1999,
-        stock: 7,
-    }
-}
+mod support;
+use support::{HOT, KEYS, Small, small};
 
 /// A recorder whose counters are atomics: what a Prometheus exporter costs
 /// on the hit path, roughly (one virtual call, one atomic add).

@@ -19,28 +19,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use strata::{HybridCache, HybridEntryOptions};
 
-/// The small struct the bench caches (as in `hybrid_l1`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Small {
-    id: u64,
-    price_cents: i64,
-    stock: u32,
-}
+mod support;
+use support::{HOT, KEYS, Small, small};
 
-const KEYS: usize = 1000;
 const CALLS: usize = 20_000;
-const HOT: &str = "product:42";
-
-fn small(id: u64) -> Small {
-    Small {
-        id,
-        price_cents: 1999,
-        stock: 7,
-    }
-}
 
 /// One hit: the future polled once, and it must be ready. Out of line, as
 /// is [`map_get`]: the loops around them are the same code in every build
@@ -88,6 +72,7 @@ fn main() {
         .build()
         .expect("a Tokio runtime");
     let keys: Vec<String> = (0..KEYS).map(|id| format!("product:{id}")).collect();
+    let n = keys.len();
     let cache = rt.block_on(async {
         let cache = HybridCache::builder().build();
         let options = HybridEntryOptions::new().with_expiration(Duration::from_secs(3600));
@@ -107,8 +92,8 @@ fn main() {
     for _ in 0..rounds {
         let map_hot = time(|_| map_get(&map, black_box(HOT)));
         let hit_hot = time(|_| hit(&cache, black_box(HOT), &options));
-        let map_all = time(|i| map_get(&map, black_box(keys[i % KEYS].as_str())));
-        let hit_all = time(|i| hit(&cache, black_box(keys[i % KEYS].as_str()), &options));
+        let map_all = time(|i| map_get(&map, black_box(keys[i % n].as_str())));
+        let hit_all = time(|i| hit(&cache, black_box(keys[i % n].as_str()), &options));
         hot.push(hit_hot / map_hot);
         spread.push(hit_all / map_all);
         map_ns.push(map_hot * 1e9 / CALLS as f64);
