@@ -459,9 +459,7 @@ fn l1_writes_reach_a_thread_that_served_the_old_value() {
         values[0]
     };
     let tagged = HybridEntryOptions::new().with_tags(["t"]);
-    rt.block_on(async {
-        cache.set("k", 1_u32, &tagged).await.unwrap();
-    });
+    rt.block_on(cache.set("k", 1_u32, &tagged)).unwrap();
     assert_eq!(read_twice(), Some(1));
     rt.block_on(cache.set("k", 2_u32, &tagged)).unwrap();
     assert_eq!(read_twice(), Some(2), "replaced");
