@@ -34,7 +34,7 @@ use catalog::model::{Product, ProductList};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use redis::AsyncCommands;
-use strata::{DistributedCache, DistributedCacheExt, FactoryContext, Postcard, Typed};
+use strata_cache::{DistributedCache, DistributedCacheExt, FactoryContext, Postcard, Typed};
 use tokio::runtime::Runtime;
 
 use fixture::{Fixture, POSTCARD_LIST_KEY, RAW_LIST_KEY, RAW_PRODUCT_KEY};

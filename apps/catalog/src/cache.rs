@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use strata::{Bytes, HybridCache};
+use strata_cache::{Bytes, HybridCache};
 use uuid::Uuid;
 
 use crate::config::{CacheMode, Config};

@@ -293,13 +293,13 @@ pub fn now_micros() -> OffsetDateTime {
 mod tests {
     use super::*;
     use serde_json::json;
-    use strata::Codec;
+    use strata_cache::Codec;
 
     #[test]
     fn products_round_trip_through_both_codecs() {
         let products = crate::seed::products();
-        let postcard = strata::Postcard.encode(&products[..3]).unwrap();
-        let back: Vec<Product> = strata::Postcard.decode(&postcard).unwrap();
+        let postcard = strata_cache::Postcard.encode(&products[..3]).unwrap();
+        let back: Vec<Product> = strata_cache::Postcard.decode(&postcard).unwrap();
         assert_eq!(back, products[..3]);
         let json = serde_json::to_value(&products[0]).unwrap();
         assert_eq!(json["price"], products[0].price.to_string());

@@ -13,7 +13,7 @@ use catalog::CacheMode;
 use common::{TestApp, TestDb, assert_problem, config, eventually};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use strata_testkit::RedisServer;
+use strata_cache_testkit::RedisServer;
 
 /// How long the app may take to use Redis again after it restarts: the
 /// reconnect, plus HybridCache's circuit-breaker cool-down (10 s), with room

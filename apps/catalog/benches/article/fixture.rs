@@ -22,13 +22,13 @@ use redis::io::tcp::TcpSettings;
 use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor};
-use strata::Bytes;
-use strata::{
+use strata_cache::Bytes;
+use strata_cache::{
     DistributedCache, DistributedCacheExt, EntryOptions, HybridCache, HybridEntryOptions, Postcard,
     Typed,
 };
-use strata_redis::{RedisCache, RedisCacheOptions};
-use strata_testkit::RedisServer;
+use strata_cache_redis::{RedisCache, RedisCacheOptions};
+use strata_cache_testkit::RedisServer;
 use tempfile::TempDir;
 use uuid::Uuid;
 

@@ -11,11 +11,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::{
+use strata_cache::{
     Bytes, DistributedCache, EntryOptions, ErrorKind, FactoryContext, HybridCache,
     HybridEntryOptions, MemoryDistributedCache,
 };
-use strata_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
+use strata_cache_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
 
 use super::{
     Entry, LIST_EXPIRATION, LIST_KEY, LIST_SLIDING, LIST_TAG, LOCAL_EXPIRATION,
@@ -35,7 +35,7 @@ pub enum CacheError {
     Config(String),
     /// The Redis client rejected its settings.
     #[error("invalid Redis settings: {0}")]
-    Redis(#[source] strata::Error),
+    Redis(#[source] strata_cache::Error),
 }
 
 /// The cached body of a product that does not exist: JSON `null`, which is

@@ -13,7 +13,7 @@
 //! on that; the tests hold it against hostile strings, and against a
 //! `Product` that grows a nested object.
 
-use strata::Bytes;
+use strata_cache::Bytes;
 
 use crate::db::RepoError;
 use crate::model::Product;

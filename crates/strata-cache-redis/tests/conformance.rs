@@ -1,0 +1,34 @@
+//! The shared conformance suite against Redis: the machine's shared server
+//! (`REDIS_URL`, default 127.0.0.1:6379) and a server of the test's own.
+
+mod common;
+
+use strata_cache_redis::{RedisCache, RedisCacheOptions};
+use strata_cache_testkit::RedisServer;
+
+#[tokio::test]
+async fn shared_redis_passes_the_conformance_suite() {
+    let cache = RedisCache::new(
+        RedisCacheOptions::new(common::shared_url()).with_instance_name("strata-conformance:"),
+    )
+    .expect("valid options");
+    strata_cache_testkit::conformance::run_all(&cache).await;
+}
+
+#[tokio::test]
+async fn spawned_redis_passes_the_conformance_suite() {
+    let server = RedisServer::new();
+    let cache = RedisCache::new(RedisCacheOptions::new(server.url())).expect("valid options");
+    strata_cache_testkit::conformance::run_all(&cache).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_cache_passes_on_a_multi_threaded_runtime_with_a_database_number() {
+    let server = RedisServer::new();
+    let cache = RedisCache::new(RedisCacheOptions::new(format!("{}5", server.url())))
+        .expect("valid options");
+    strata_cache_testkit::conformance::run_all(&cache).await;
+    let mut raw = common::raw(&format!("{}5", server.url())).await;
+    let keys: usize = redis::cmd("DBSIZE").query_async(&mut raw).await.unwrap();
+    assert!(keys > 0, "the entries are not in database 5");
+}

@@ -1,0 +1,310 @@
+//! Wire compatibility with Microsoft.Extensions.Caching.StackExchangeRedis,
+//! both directions, checked with raw Redis commands on the shared server.
+//!
+//! The .NET provider writes `HSET key absexp <ticks> sldexp <ticks> data <bytes>`
+//! and then `EXPIRE key <seconds>`; it reads with `HMGET key absexp sldexp data`.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use strata_cache::{DistributedCache, EntryOptions, ErrorKind};
+use strata_cache_redis::{RedisCache, RedisCacheOptions};
+
+const PREFIX: &str = "dotnet-app:";
+const EPOCH_TICKS: i64 = 621_355_968_000_000_000;
+const TICKS_PER_SEC: i64 = 10_000_000;
+
+fn ticks_now() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    EPOCH_TICKS + i64::try_from(since.as_nanos() / 100).unwrap()
+}
+
+async fn setup() -> (RedisCache, MultiplexedConnection) {
+    let url = common::shared_url();
+    let cache = RedisCache::new(RedisCacheOptions::new(&url).with_instance_name(PREFIX)).unwrap();
+    (cache, common::raw(&url).await)
+}
+
+/// What the .NET provider does in `SetAsync`.
+async fn dotnet_set(
+    raw: &mut MultiplexedConnection,
+    key: &str,
+    absexp: i64,
+    sldexp: i64,
+    data: &[u8],
+    expire_secs: Option<i64>,
+) {
+    let full = format!("{PREFIX}{key}");
+    let () = redis::cmd("HSET")
+        .arg(&full)
+        .arg("absexp")
+        .arg(absexp)
+        .arg("sldexp")
+        .arg(sldexp)
+        .arg("data")
+        .arg(data)
+        .query_async(raw)
+        .await
+        .unwrap();
+    if let Some(secs) = expire_secs {
+        let () = redis::cmd("EXPIRE")
+            .arg(&full)
+            .arg(secs)
+            .query_async(raw)
+            .await
+            .unwrap();
+    }
+}
+
+async fn pttl(raw: &mut MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(format!("{PREFIX}{key}"))
+        .query_async(raw)
+        .await
+        .unwrap()
+}
+
+/// What the .NET provider does in `GetAsync` (before its separate refresh).
+async fn dotnet_get(raw: &mut MultiplexedConnection, key: &str) -> (i64, i64, Option<Vec<u8>>) {
+    let (abs, sld, data): (Option<i64>, Option<i64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+        .arg(format!("{PREFIX}{key}"))
+        .arg("absexp")
+        .arg("sldexp")
+        .arg("data")
+        .query_async(raw)
+        .await
+        .unwrap();
+    (abs.expect("absexp field"), sld.expect("sldexp field"), data)
+}
+
+/// Reads `key` through the cache, checks that it holds `data`, and returns
+/// the key's PTTL after that read (which may have slid it).
+async fn get_then_pttl(
+    cache: &RedisCache,
+    raw: &mut MultiplexedConnection,
+    key: &str,
+    data: &'static [u8],
+) -> i64 {
+    assert_eq!(
+        cache.get(key).await.unwrap(),
+        Some(Bytes::from_static(data))
+    );
+    pttl(raw, key).await
+}
+
+#[tokio::test]
+async fn reads_and_slides_entries_written_by_dotnet() {
+    let (cache, mut raw) = setup().await;
+    let sliding = common::unique("dotnet-sliding");
+    let capped = common::unique("dotnet-sliding-capped");
+    let absolute = common::unique("dotnet-absolute");
+    let forever = common::unique("dotnet-forever");
+
+    // Sliding 5 min; .NET set the first TTL to 1 s (as if the absolute were near).
+    dotnet_set(&mut raw, &sliding, -1, 300 * TICKS_PER_SEC, b"s", Some(1)).await;
+    // Sliding 5 min capped by an absolute expiration 3 s from now.
+    dotnet_set(
+        &mut raw,
+        &capped,
+        ticks_now() + 3 * TICKS_PER_SEC,
+        300 * TICKS_PER_SEC,
+        b"c",
+        Some(3),
+    )
+    .await;
+    // Absolute only, 10 s.
+    dotnet_set(
+        &mut raw,
+        &absolute,
+        ticks_now() + 10 * TICKS_PER_SEC,
+        -1,
+        b"a",
+        Some(10),
+    )
+    .await;
+    // No expiration.
+    dotnet_set(&mut raw, &forever, -1, -1, b"f", None).await;
+
+    let ttl = get_then_pttl(&cache, &mut raw, &sliding, b"s").await;
+    assert!(
+        (299_000..=300_000).contains(&ttl),
+        "get did not slide a .NET entry to 5 min: PTTL {ttl}"
+    );
+
+    let ttl = get_then_pttl(&cache, &mut raw, &capped, b"c").await;
+    assert!(
+        (1_500..=3_000).contains(&ttl),
+        "slid past the absolute expiration: PTTL {ttl}"
+    );
+
+    let ttl = get_then_pttl(&cache, &mut raw, &absolute, b"a").await;
+    assert!(
+        (8_000..=10_000).contains(&ttl),
+        "an absolute-only entry changed TTL: {ttl}"
+    );
+
+    assert_eq!(get_then_pttl(&cache, &mut raw, &forever, b"f").await, -1);
+
+    // refresh slides too, without reading.
+    let () = redis::cmd("PEXPIRE")
+        .arg(format!("{PREFIX}{sliding}"))
+        .arg(1_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    cache.refresh(&sliding).await.unwrap();
+    let ttl = pttl(&mut raw, &sliding).await;
+    assert!(
+        ttl > 299_000,
+        "refresh did not slide a .NET entry: PTTL {ttl}"
+    );
+
+    cache.remove(&forever).await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("{PREFIX}{forever}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!exists, "remove left the .NET entry behind");
+    for key in [&sliding, &capped, &absolute] {
+        cache.remove(key).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn entries_we_write_read_as_dotnet_expects() {
+    let (cache, mut raw) = setup().await;
+    let both = common::unique("rust-sliding-and-absolute");
+    let absolute = common::unique("rust-absolute");
+    let forever = common::unique("rust-forever");
+
+    // The reference article's product list: 20 min absolute, 2 min sliding.
+    let before = ticks_now();
+    let options = EntryOptions::new()
+        .with_relative_expiration(Duration::from_secs(20 * 60))
+        .with_sliding_expiration(Duration::from_secs(2 * 60));
+    cache
+        .set(&both, Bytes::from_static(b"\x00binary\xff"), &options)
+        .await
+        .unwrap();
+    let after = ticks_now();
+    let (abs, sld, data) = dotnet_get(&mut raw, &both).await;
+    assert!(
+        (before + 1200 * TICKS_PER_SEC..=after + 1200 * TICKS_PER_SEC).contains(&abs),
+        "absexp {abs} is not now + 20 min in .NET ticks"
+    );
+    assert_eq!(
+        sld,
+        120 * TICKS_PER_SEC,
+        "sldexp is not TimeSpan ticks of 2 min"
+    );
+    assert_eq!(data.as_deref(), Some(&b"\x00binary\xff"[..]));
+    let ttl = pttl(&mut raw, &both).await;
+    assert!(
+        (119_000..=120_000).contains(&ttl),
+        "TTL is not min(sliding, absolute): {ttl}"
+    );
+    let fields: i64 = redis::cmd("HLEN")
+        .arg(format!("{PREFIX}{both}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(fields, 3);
+
+    let at = SystemTime::now() + Duration::from_millis(90_250);
+    cache
+        .set(
+            &absolute,
+            Bytes::from_static(b"a"),
+            &EntryOptions::new().with_absolute_expiration(at),
+        )
+        .await
+        .unwrap();
+    let (abs, sld, _) = dotnet_get(&mut raw, &absolute).await;
+    let at_ticks = EPOCH_TICKS
+        + i64::try_from(at.duration_since(UNIX_EPOCH).unwrap().as_nanos() / 100).unwrap();
+    assert_eq!(abs, at_ticks);
+    assert_eq!(sld, -1);
+    let ttl = pttl(&mut raw, &absolute).await;
+    assert!(
+        (89_000..=90_251).contains(&ttl),
+        "TTL is not in milliseconds: {ttl}"
+    );
+
+    cache
+        .set(&forever, Bytes::from_static(b"f"), &EntryOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        dotnet_get(&mut raw, &forever).await,
+        (-1, -1, Some(b"f".to_vec()))
+    );
+    assert_eq!(pttl(&mut raw, &forever).await, -1);
+
+    for key in [&both, &absolute, &forever] {
+        cache.remove(key).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn instance_name_prefixes_the_raw_key() {
+    let (cache, mut raw) = setup().await;
+    let key = common::unique("prefixed");
+    cache
+        .set(&key, Bytes::from_static(b"v"), &EntryOptions::new())
+        .await
+        .unwrap();
+    let kind: String = redis::cmd("TYPE")
+        .arg(format!("{PREFIX}{key}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(kind, "hash");
+    let bare: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!bare, "the key was written without the instance name");
+    cache.remove(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn set_replaces_a_foreign_value_of_another_type() {
+    let (cache, mut raw) = setup().await;
+    let key = common::unique("was-a-string");
+    let () = redis::cmd("SET")
+        .arg(format!("{PREFIX}{key}"))
+        .arg("plain")
+        .arg("EX")
+        .arg(100)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    cache
+        .set(&key, Bytes::from_static(b"v"), &EntryOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get(&key).await.unwrap(),
+        Some(Bytes::from_static(b"v"))
+    );
+    assert_eq!(pttl(&mut raw, &key).await, -1, "the old TTL survived");
+    cache.remove(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn values_over_512_mib_are_rejected_before_sending() {
+    let (cache, _raw) = setup().await;
+    // Zeroed pages are not touched, so this costs no real memory.
+    let huge = Bytes::from(vec![0u8; 512 * 1024 * 1024 + 1]);
+    let err = cache
+        .set(&common::unique("huge"), huge, &EntryOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge, "{err}");
+    assert!(err.message().contains("512 MiB"), "{err}");
+}

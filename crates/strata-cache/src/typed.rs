@@ -1,0 +1,222 @@
+//! Typed access to any [`DistributedCache`]: [`DistributedCacheExt`] (JSON) and
+//! [`Typed`] (any [`Codec`]).
+//!
+//! These are the reference article's extension methods, made safe: bytes that
+//! do not decode are treated as a miss (logged at warn and removed, never a
+//! panic), and [`get_or_set`](Typed::get_or_set) never fails because the cache
+//! does: a cache that is down costs a warning and a factory run, not a request.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{Codec, Json};
+use crate::distributed::DistributedCache;
+use crate::error::Result;
+use crate::options::EntryOptions;
+
+/// Sliding expiration of [`default_options`]: 30 minutes.
+pub const DEFAULT_SLIDING_EXPIRATION: Duration = Duration::from_secs(30 * 60);
+/// Absolute expiration (relative to the write) of [`default_options`]: 1 hour.
+pub const DEFAULT_RELATIVE_EXPIRATION: Duration = Duration::from_secs(60 * 60);
+
+/// The options `set_value` uses: sliding 30 minutes, capped by an absolute
+/// expiration 1 hour after the write, so that no entry lives forever by default.
+pub fn default_options() -> EntryOptions {
+    EntryOptions::new()
+        .with_sliding_expiration(DEFAULT_SLIDING_EXPIRATION)
+        .with_relative_expiration(DEFAULT_RELATIVE_EXPIRATION)
+}
+
+/// Typed helpers on every [`DistributedCache`], with the [`Json`] codec.
+///
+/// # Example
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use strata_cache::{DistributedCacheExt, MemoryDistributedCache};
+///
+/// let cache = MemoryDistributedCache::new();
+/// let name: String = cache
+///     .get_or_set("user:1:name", &strata_cache::default_options(), || async {
+///         Ok::<_, std::io::Error>("Ada".to_string())
+///     })
+///     .await?;
+/// assert_eq!(name, "Ada");
+/// assert_eq!(cache.get_value::<String>("user:1:name").await?, Some("Ada".into()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub trait DistributedCacheExt: DistributedCache {
+    /// Reads and decodes the value under `key`. See [`Typed::get_value`].
+    ///
+    /// # Errors
+    ///
+    /// A cache failure; never a decoding failure (that is a miss).
+    fn get_value<T: DeserializeOwned + Send>(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<T>>> + Send {
+        async move { Typed::new(self, Json).get_value(key).await }
+    }
+
+    /// Encodes and stores `value` with [`default_options`]. See [`Typed::set_value`].
+    ///
+    /// # Errors
+    ///
+    /// An encoding failure or a cache failure.
+    fn set_value<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let bytes = Json.encode(value);
+        async move { self.set(key, Bytes::from(bytes?), &default_options()).await }
+    }
+
+    /// Encodes and stores `value` with `options`. See [`Typed::set_value`].
+    ///
+    /// # Errors
+    ///
+    /// An encoding failure or a cache failure.
+    fn set_value_with<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: &EntryOptions,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let bytes = Json.encode(value);
+        async move { self.set(key, Bytes::from(bytes?), options).await }
+    }
+
+    /// Cache-aside with JSON. See [`Typed::get_or_set`].
+    ///
+    /// # Errors
+    ///
+    /// Only the factory's error.
+    fn get_or_set<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        factory: F,
+    ) -> impl Future<Output = Result<T, E>> + Send
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        async move {
+            Typed::new(self, Json)
+                .get_or_set(key, options, factory)
+                .await
+        }
+    }
+
+    /// The same helpers with another codec, for example
+    /// `cache.with_codec(strata_cache::Postcard)`.
+    fn with_codec<C: Codec>(&self, codec: C) -> Typed<'_, Self, C> {
+        Typed::new(self, codec)
+    }
+}
+
+impl<D: DistributedCache + ?Sized> DistributedCacheExt for D {}
+
+/// A [`DistributedCache`] seen through a [`Codec`].
+#[derive(Debug)]
+pub struct Typed<'a, D: ?Sized, C> {
+    cache: &'a D,
+    codec: C,
+}
+
+impl<'a, D: DistributedCache + ?Sized, C: Codec> Typed<'a, D, C> {
+    /// Wraps `cache` with `codec`.
+    pub fn new(cache: &'a D, codec: C) -> Self {
+        Self { cache, codec }
+    }
+
+    /// Reads and decodes the value under `key`.
+    ///
+    /// Bytes that do not decode as `T` (a changed type, a foreign writer) are a
+    /// miss: the entry is removed and a warning is logged, so the next write
+    /// replaces it.
+    ///
+    /// # Errors
+    ///
+    /// A cache failure; never a decoding failure.
+    pub async fn get_value<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let Some(bytes) = self.cache.get(key).await? else {
+            return Ok(None);
+        };
+        match self.codec.decode(&bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => {
+                tracing::warn!(key, codec = C::NAME, %error, "cached bytes do not decode; treating as a miss and removing them");
+                if let Err(error) = self.cache.remove(key).await {
+                    tracing::warn!(key, %error, "could not remove undecodable cache entry");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Encodes and stores `value` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Serialization`](crate::ErrorKind::Serialization) when the
+    /// value cannot be encoded; a cache failure otherwise.
+    pub async fn set_value<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: &EntryOptions,
+    ) -> Result<()> {
+        let bytes = self.codec.encode(value)?;
+        self.cache.set(key, Bytes::from(bytes), options).await
+    }
+
+    /// Cache-aside: returns the cached value of `key` when there is one;
+    /// otherwise runs `factory`, stores its value with `options` and returns it.
+    ///
+    /// The cache never fails this call: a read failure is a miss, a write
+    /// failure leaves the value uncached, and both are logged at warn. Only the
+    /// factory's error comes back. This helper does not merge concurrent misses
+    /// of one key; `HybridCache` does.
+    ///
+    /// # Errors
+    ///
+    /// The factory's error, unchanged; nothing is cached then.
+    pub async fn get_or_set<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+        factory: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match self.get_value(key).await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(key, %error, "cache read failed; running the factory"),
+        }
+        let value = factory().await?;
+        // Encoded before the await, so the future does not hold `&T` (T need not be Sync).
+        let stored = match self.codec.encode(&value) {
+            Ok(bytes) => self.cache.set(key, Bytes::from(bytes), options).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = stored {
+            tracing::warn!(key, %error, "cache write failed; the value is returned uncached");
+        }
+        Ok(value)
+    }
+}

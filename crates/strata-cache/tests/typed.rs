@@ -1,0 +1,162 @@
+//! The typed layer over any backend: decoding, cache-aside, and riding out a
+//! failing cache.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_cache::{
+    DistributedCache, DistributedCacheExt, EntryOptions, ErrorKind, MemoryDistributedCache,
+    Postcard,
+};
+use strata_cache_testkit::ChaosCache;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Product {
+    id: u32,
+    name: String,
+    price: String,
+}
+
+fn product() -> Product {
+    Product {
+        id: 42,
+        name: "Ergonomic Steel Keyboard".into(),
+        price: "49.90".into(),
+    }
+}
+
+#[derive(Debug)]
+struct DbDown;
+
+impl std::fmt::Display for DbDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("database down")
+    }
+}
+
+impl std::error::Error for DbDown {}
+
+#[tokio::test]
+async fn set_value_then_get_value_round_trips_as_json() {
+    let cache = MemoryDistributedCache::new();
+    cache.set_value("p", &product()).await.unwrap();
+    assert_eq!(
+        cache.get_value::<Product>("p").await.unwrap(),
+        Some(product())
+    );
+    let raw = cache.get("p").await.unwrap().unwrap();
+    assert_eq!(
+        &raw[..],
+        br#"{"id":42,"name":"Ergonomic Steel Keyboard","price":"49.90"}"#
+    );
+}
+
+#[tokio::test]
+async fn postcard_codec_round_trips() {
+    let cache = MemoryDistributedCache::new();
+    let typed = cache.with_codec(Postcard);
+    typed
+        .set_value("p", &product(), &EntryOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        typed.get_value::<Product>("p").await.unwrap(),
+        Some(product())
+    );
+}
+
+#[tokio::test]
+async fn bytes_that_do_not_decode_are_a_miss_and_are_removed() {
+    let cache = MemoryDistributedCache::new();
+    cache
+        .set(
+            "p",
+            strata_cache::Bytes::from_static(b"{not json"),
+            &EntryOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cache.get_value::<Product>("p").await.unwrap(), None);
+    assert_eq!(
+        cache.get("p").await.unwrap(),
+        None,
+        "undecodable entry was kept"
+    );
+}
+
+#[tokio::test]
+async fn get_or_set_runs_the_factory_once_then_hits() {
+    let cache = MemoryDistributedCache::new();
+    let runs = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let value = cache
+            .get_or_set("p", &strata_cache::default_options(), || async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, DbDown>(product())
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, product());
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn get_or_set_returns_the_factory_error_and_caches_nothing() {
+    let cache = MemoryDistributedCache::new();
+    let result = cache
+        .get_or_set("p", &strata_cache::default_options(), || async {
+            Err::<Product, _>(DbDown)
+        })
+        .await;
+    assert!(result.is_err());
+    assert_eq!(cache.get("p").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn get_or_set_survives_a_cache_that_is_down() {
+    let chaos = ChaosCache::new(Arc::new(MemoryDistributedCache::new()));
+    chaos.fail_with(ErrorKind::Unavailable);
+    let value = cache_aside(&chaos).await;
+    assert_eq!(value, product());
+    // Both the read and the write were attempted, and both failed.
+    assert_eq!((chaos.calls(), chaos.injected_failures()), (2, 2));
+    chaos.heal();
+    assert_eq!(chaos.get_value::<Product>("p").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn get_or_set_with_invalid_options_still_returns_the_value() {
+    let cache = MemoryDistributedCache::new();
+    let zero = EntryOptions::new().with_sliding_expiration(Duration::ZERO);
+    let value = cache
+        .get_or_set("p", &zero, || async { Ok::<_, DbDown>(product()) })
+        .await
+        .unwrap();
+    assert_eq!(value, product());
+    assert_eq!(cache.get("p").await.unwrap(), None);
+}
+
+#[test]
+fn default_options_slide_30_minutes_capped_at_one_hour() {
+    let options = strata_cache::default_options();
+    assert_eq!(
+        options.sliding_expiration(),
+        Some(Duration::from_secs(1800))
+    );
+    assert_eq!(
+        options.relative_expiration(),
+        Some(Duration::from_secs(3600))
+    );
+}
+
+async fn cache_aside(cache: &dyn DistributedCache) -> Product {
+    cache
+        .get_or_set("p", &strata_cache::default_options(), || async {
+            Ok::<_, DbDown>(product())
+        })
+        .await
+        .unwrap()
+}

@@ -1,8 +1,0 @@
-//! The shared conformance suite, run against the in-process backend.
-
-use strata::MemoryDistributedCache;
-
-#[tokio::test]
-async fn memory_backend_passes_the_conformance_suite() {
-    strata_testkit::conformance::run_all(&MemoryDistributedCache::new()).await;
-}
