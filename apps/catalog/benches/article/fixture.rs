@@ -36,7 +36,7 @@ use uuid::Uuid;
 /// database name is ignored: the bench recreates [`DATABASE`] there.
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// The database the bench drops, recreates and seeds on every run.
-pub(crate) const DATABASE: &str = "catalog_bench";
+pub(crate) const DATABASE: &str = "catalog_bench"; // spelled out in the DROP and CREATE below (sqlx wants literal SQL)
 
 /// Where the Postcard copy of the list lives (the JSON one is at `LIST_KEY`).
 pub(crate) const POSTCARD_LIST_KEY: &str = "products:postcard";
@@ -122,11 +122,11 @@ async fn postgres() -> Arc<dyn ProductRepository> {
         .await
         .expect("PostgreSQL reachable (set BENCH_POSTGRES_URL)");
     admin
-        .execute(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)").as_str())
+        .execute("DROP DATABASE IF EXISTS catalog_bench WITH (FORCE)")
         .await
         .expect("drop the bench database");
     admin
-        .execute(format!("CREATE DATABASE {DATABASE}").as_str())
+        .execute("CREATE DATABASE catalog_bench")
         .await
         .expect("create the bench database");
     admin.close().await.ok();

@@ -12,7 +12,13 @@ use uuid::Uuid;
 use super::{ACQUIRE_TIMEOUT, ProductRepository, RepoError};
 use crate::model::{NewProduct, Product, now_micros};
 
-const COLUMNS: &str = "id, name, description, price, created_at, updated_at";
+/// The columns of `Row`, in order. A macro, so that every query stays a string
+/// literal (`concat!`): sqlx rejects SQL built at run time.
+macro_rules! columns {
+    () => {
+        "id, name, description, price, created_at, updated_at"
+    };
+}
 
 /// A [`ProductRepository`] on a PostgreSQL pool.
 #[derive(Debug, Clone)]
@@ -88,25 +94,32 @@ impl PostgresRepository {
 impl ProductRepository for PostgresRepository {
     async fn list(&self) -> Result<Vec<Product>, RepoError> {
         // UUID v7 sorts by creation time, so this is creation order.
-        let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM products ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<Row> =
+            sqlx::query_as(concat!("SELECT ", columns!(), " FROM products ORDER BY id"))
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(Product::from).collect())
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Product>, RepoError> {
-        let row: Option<Row> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM products WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM products WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(Product::from))
     }
 
     async fn create(&self, input: NewProduct) -> Result<Product, RepoError> {
         let now = now_micros();
-        let row: Row = sqlx::query_as(&format!(
-            "INSERT INTO products ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $5) RETURNING {COLUMNS}"
+        let row: Row = sqlx::query_as(concat!(
+            "INSERT INTO products (",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $5) RETURNING ",
+            columns!()
         ))
         .bind(Uuid::now_v7())
         .bind(&input.name)
@@ -119,9 +132,10 @@ impl ProductRepository for PostgresRepository {
     }
 
     async fn update(&self, id: Uuid, input: NewProduct) -> Result<Option<Product>, RepoError> {
-        let row: Option<Row> = sqlx::query_as(&format!(
+        let row: Option<Row> = sqlx::query_as(concat!(
             "UPDATE products SET name = $2, description = $3, price = $4, updated_at = $5 \
-             WHERE id = $1 RETURNING {COLUMNS}"
+             WHERE id = $1 RETURNING ",
+            columns!()
         ))
         .bind(id)
         .bind(&input.name)
@@ -150,8 +164,10 @@ impl ProductRepository for PostgresRepository {
             return Ok(0);
         }
         // One statement for all rows: arrays unnested server-side.
-        let done = sqlx::query(&format!(
-            "INSERT INTO products ({COLUMNS}) \
+        let done = sqlx::query(concat!(
+            "INSERT INTO products (",
+            columns!(),
+            ") \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::numeric[], \
                                   $5::timestamptz[], $6::timestamptz[]) \
              ON CONFLICT (id) DO NOTHING"

@@ -20,7 +20,13 @@ use uuid::Uuid;
 use super::{ACQUIRE_TIMEOUT, ProductRepository, RepoError};
 use crate::model::{NewProduct, Product, now_micros};
 
-const COLUMNS: &str = "id, name, description, price, created_at, updated_at";
+/// The columns of `Row`, in order. A macro, so that every query stays a string
+/// literal (`concat!`): sqlx rejects SQL built at run time.
+macro_rules! columns {
+    () => {
+        "id, name, description, price, created_at, updated_at"
+    };
+}
 
 /// How long a writer waits for SQLite's single write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,25 +110,31 @@ impl SqliteRepository {
 impl ProductRepository for SqliteRepository {
     async fn list(&self) -> Result<Vec<Product>, RepoError> {
         let found: Vec<Row> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM products ORDER BY id"))
+            sqlx::query_as(concat!("SELECT ", columns!(), " FROM products ORDER BY id"))
                 .fetch_all(&self.pool)
                 .await?;
         rows(found)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Product>, RepoError> {
-        let row: Option<Row> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM products WHERE id = ?1"))
-                .bind(id.hyphenated().to_string())
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM products WHERE id = ?1"
+        ))
+        .bind(id.hyphenated().to_string())
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(Product::try_from).transpose()
     }
 
     async fn create(&self, input: NewProduct) -> Result<Product, RepoError> {
         let now = timestamp(now_micros())?;
-        let row: Row = sqlx::query_as(&format!(
-            "INSERT INTO products ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING {COLUMNS}"
+        let row: Row = sqlx::query_as(concat!(
+            "INSERT INTO products (",
+            columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING ",
+            columns!()
         ))
         .bind(Uuid::now_v7().hyphenated().to_string())
         .bind(&input.name)
@@ -135,9 +147,10 @@ impl ProductRepository for SqliteRepository {
     }
 
     async fn update(&self, id: Uuid, input: NewProduct) -> Result<Option<Product>, RepoError> {
-        let row: Option<Row> = sqlx::query_as(&format!(
+        let row: Option<Row> = sqlx::query_as(concat!(
             "UPDATE products SET name = ?2, description = ?3, price = ?4, updated_at = ?5 \
-             WHERE id = ?1 RETURNING {COLUMNS}"
+             WHERE id = ?1 RETURNING ",
+            columns!()
         ))
         .bind(id.hyphenated().to_string())
         .bind(&input.name)
@@ -169,8 +182,10 @@ impl ProductRepository for SqliteRepository {
         }
         let mut inserted = 0;
         for p in products {
-            let done = sqlx::query(&format!(
-                "INSERT OR IGNORE INTO products ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            let done = sqlx::query(concat!(
+                "INSERT OR IGNORE INTO products (",
+                columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             ))
             .bind(p.id.hyphenated().to_string())
             .bind(&p.name)
