@@ -3,21 +3,28 @@
 //!
 //! Every operation is one round trip: `refresh` runs a server-side script by
 //! its SHA (`EVALSHA`), `get` is one `MULTI`/`EXEC` transaction of `HMGET` and
-//! that script (the value never passes through Lua), `set` is one
-//! `MULTI`/`EXEC` transaction and `remove` one `DEL`. The connection itself is [`crate::link`]'s business.
+//! that script (the value never passes through Lua), `set` and `remove` are
+//! one `MULTI`/`EXEC` transaction each, `set_if_version` and `next_stamp` one
+//! script each, and `get_many` one pipeline. The connection itself is
+//! [`crate::link`]'s business.
 
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{Cmd, FromRedisValue, RedisResult, Script, ServerErrorKind};
-use strata_cache::{DistributedCache, EntryOptions, Error, ErrorKind, Result, validate_key};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script, ServerErrorKind};
+use strata_cache::{
+    DistributedCache, EntryOptions, Error, ErrorKind, Result, TOMBSTONE_TTL, Version, Versioned,
+    validate_key,
+};
 
 use crate::layout::{
-    ABSOLUTE_FIELD, DATA_FIELD, MAX_VALUE_LEN, NOT_SET, REFRESH_SCRIPT, SLIDING_FIELD, ticks_of,
-    timespan_ticks, ttl_millis,
+    ABSOLUTE_FIELD, DATA_FIELD, MAX_VALUE_LEN, NEXT_STAMP_SCRIPT, NOT_SET, REFRESH_SCRIPT,
+    SET_IF_VERSION_SCRIPT, SLIDING_FIELD, VERSION_FIELD, ticks_of, timespan_ticks, ttl_millis,
 };
 use crate::link::Link;
 use crate::options::RedisCacheOptions;
@@ -59,6 +66,8 @@ struct Inner {
     link: Link,
     options: RedisCacheOptions,
     refresh_script: Script,
+    set_if_version_script: Script,
+    next_stamp_script: Script,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -94,6 +103,8 @@ impl RedisCache {
                 link,
                 options,
                 refresh_script: Script::new(REFRESH_SCRIPT),
+                set_if_version_script: Script::new(SET_IF_VERSION_SCRIPT),
+                next_stamp_script: Script::new(NEXT_STAMP_SCRIPT),
             }),
         })
     }
@@ -133,20 +144,23 @@ impl RedisCache {
     }
 }
 
-/// Runs `script` by its SHA, loading it first when the server does not know
-/// it (a fresh or restarted Redis), then runs it again.
+/// A new version token: random, so that no two writes of a key (from any
+/// process) share one, never 0.
+fn new_version() -> u64 {
+    static SEED: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = SEED.get_or_init(foldhash::fast::RandomState::default);
+    seed.hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+        .max(1)
+}
+
+/// Runs `cmd` (an `EVALSHA` of `script`), loading the script first when the
+/// server does not know it (a fresh or restarted Redis), then runs it again.
 async fn eval_sha<T: FromRedisValue>(
     conn: &mut MultiplexedConnection,
     script: &Script,
-    key: &str,
-    now_ticks: i64,
+    cmd: &Cmd,
 ) -> RedisResult<T> {
-    let mut cmd = Cmd::new();
-    cmd.arg("EVALSHA")
-        .arg(script.get_hash())
-        .arg(1)
-        .arg(key)
-        .arg(now_ticks);
     match cmd.query_async(conn).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
             script.load_async(conn).await?;
@@ -156,10 +170,84 @@ async fn eval_sha<T: FromRedisValue>(
     }
 }
 
+/// The `EVALSHA` of the refresh script for `key`.
+fn refresh_cmd(script: &Script, key: &str, now_ticks: i64) -> Cmd {
+    let mut cmd = Cmd::new();
+    cmd.arg("EVALSHA")
+        .arg(script.get_hash())
+        .arg(1)
+        .arg(key)
+        .arg(now_ticks);
+    cmd
+}
+
+/// The fields of one entry as `HMGET` returns them.
+type Fields = (
+    Option<String>,
+    Option<String>,
+    Option<Bytes>,
+    Option<String>,
+);
+
+/// Adds to `pipe` the read of `key` (`HMGET` of the layout's fields and the
+/// version) followed by the renewal script, whose reply is ignored.
+fn add_read(pipe: &mut Pipeline, script: &Script, key: &str, now_ticks: i64) {
+    pipe.cmd("HMGET")
+        .arg(key)
+        .arg(ABSOLUTE_FIELD)
+        .arg(SLIDING_FIELD)
+        .arg(DATA_FIELD)
+        .arg(VERSION_FIELD);
+    pipe.add_command(refresh_cmd(script, key, now_ticks))
+        .ignore();
+}
+
+/// Runs a pipeline of reads built by [`add_read`]; on `NOSCRIPT` (a fresh or
+/// restarted Redis does not know the renewal script: the reads ran, the
+/// renewals did not) loads the script and runs it all again.
+async fn query_reads(
+    conn: &mut MultiplexedConnection,
+    script: &Script,
+    pipe: &Pipeline,
+) -> RedisResult<Vec<Fields>> {
+    match pipe.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            pipe.query_async(conn).await
+        }
+        result => result,
+    }
+}
+
+/// What one entry's fields mean at `now_ticks`: the value (none for a
+/// missing key, a tombstone, or an entry past its absolute expiration on our
+/// clock, which the renewal script did not renew either) and the version.
+fn interpret((absolute, sliding, data, version): Fields, now_ticks: i64) -> Versioned {
+    let version = match version.as_deref().map(str::parse::<u64>) {
+        Some(Ok(token)) => Version::token(token),
+        // Written by someone who does not version (a .NET service).
+        Some(Err(_)) => Version::unversioned(),
+        None if data.is_some() => Version::unversioned(),
+        None => Version::absent(0),
+    };
+    // Lua's `tonumber`: a field that is missing or not a number is not set.
+    let number = |field: Option<String>| field.and_then(|f| f.trim().parse::<i64>().ok());
+    if let Some(sliding) = number(sliding).filter(|&s| s > 0) {
+        let left = match number(absolute).filter(|&a| a > 0) {
+            Some(absolute) => sliding.min(absolute.saturating_sub(now_ticks)),
+            None => sliding,
+        };
+        if left <= 0 {
+            return Versioned::new(None, version);
+        }
+    }
+    Versioned::new(data, version)
+}
+
 /// Reads an entry and renews its sliding expiration in one atomic round trip:
-/// `MULTI`, `HMGET absexp sldexp data`, the refresh script, `EXEC`; the expiry
-/// check below mirrors the script's, so an entry past its absolute expiration
-/// reads as missing.
+/// `MULTI`, `HMGET absexp sldexp data ver`, the refresh script, `EXEC`; the
+/// expiry check of [`interpret`] mirrors the script's, so an entry past its
+/// absolute expiration reads as missing.
 ///
 /// Why not one script that also returns the value: a value returned through Lua is copied into a
 /// Lua string and back, which for a 300 KB value costs Redis about 0.9 ms per
@@ -171,59 +259,27 @@ async fn read_and_slide(
     script: &Script,
     key: &str,
     now_ticks: i64,
-) -> RedisResult<Option<Bytes>> {
+) -> RedisResult<Versioned> {
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.cmd("HMGET")
-        .arg(key)
-        .arg(ABSOLUTE_FIELD)
-        .arg(SLIDING_FIELD)
-        .arg(DATA_FIELD);
-    pipe.cmd("EVALSHA")
-        .arg(script.get_hash())
-        .arg(1)
-        .arg(key)
-        .arg(now_ticks)
-        .ignore();
-    type Fields = (Option<String>, Option<String>, Option<Bytes>);
-    let ((absolute, sliding, data),): (Fields,) = match pipe.query_async(conn).await {
-        // A fresh or restarted Redis does not know the script: the read part
-        // ran, the renewal did not. Load it and run both again.
-        Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script.load_async(conn).await?;
-            pipe.query_async(conn).await?
-        }
-        result => result?,
-    };
-    // Lua's `tonumber`: a field that is missing or not a number is not set.
-    let number = |field: Option<String>| field.and_then(|f| f.trim().parse::<i64>().ok());
-    if let Some(sliding) = number(sliding).filter(|&s| s > 0) {
-        let left = match number(absolute).filter(|&a| a > 0) {
-            Some(absolute) => sliding.min(absolute.saturating_sub(now_ticks)),
-            None => sliding,
-        };
-        // Past its absolute expiry on our clock: the script did not renew it.
-        if left <= 0 {
-            return Ok(None);
-        }
-    }
-    Ok(data)
+    add_read(&mut pipe, script, key, now_ticks);
+    let mut fields = query_reads(conn, script, &pipe).await?;
+    let fields = fields.pop().unwrap_or((None, None, None, None));
+    Ok(interpret(fields, now_ticks))
 }
 
-#[async_trait]
-impl DistributedCache for RedisCache {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let key = self.redis_key(key)?;
-        let now = ticks_of(SystemTime::now());
-        let script = &self.inner.refresh_script;
-        self.inner
-            .link
-            .run(|mut conn| async move { read_and_slide(&mut conn, script, &key, now).await })
-            .await
-    }
+/// The `absexp`, `sldexp` and TTL of an entry written now with `options`.
+fn expiration_fields(options: &EntryOptions) -> Result<(i64, i64, Option<u64>)> {
+    let now = SystemTime::now();
+    let expiration = options.resolve(now)?;
+    let absolute = expiration.absolute().map_or(NOT_SET, ticks_of);
+    let sliding = expiration.sliding().map_or(NOT_SET, timespan_ticks);
+    let ttl = expiration.time_to_live(now).map(ttl_millis);
+    Ok((absolute, sliding, ttl))
+}
 
-    async fn set(&self, key: &str, value: Bytes, options: &EntryOptions) -> Result<()> {
-        let key = self.redis_key(key)?;
+impl RedisCache {
+    fn check_size(key: &str, value: &Bytes) -> Result<()> {
         if value.len() > MAX_VALUE_LEN {
             return Err(Error::new(
                 ErrorKind::PayloadTooLarge,
@@ -234,13 +290,23 @@ impl DistributedCache for RedisCache {
                 ),
             ));
         }
-        let now = SystemTime::now();
-        let expiration = options.resolve(now)?;
-        let absolute = expiration.absolute().map_or(NOT_SET, ticks_of);
-        let sliding = expiration.sliding().map_or(NOT_SET, timespan_ticks);
-        let ttl = expiration.time_to_live(now).map(ttl_millis);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DistributedCache for RedisCache {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_versioned(key).await?.value)
+    }
+
+    async fn set(&self, key: &str, value: Bytes, options: &EntryOptions) -> Result<()> {
+        let key = self.redis_key(key)?;
+        Self::check_size(&key, &value)?;
+        let (absolute, sliding, ttl) = expiration_fields(options)?;
         // One transaction: the old entry goes (with its TTL and any foreign
-        // type or extra fields), the new one comes with its own TTL or none.
+        // type or extra fields), the new one comes with its own TTL or none,
+        // and a new version.
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("UNLINK").arg(&key).ignore();
@@ -252,6 +318,8 @@ impl DistributedCache for RedisCache {
             .arg(sliding)
             .arg(DATA_FIELD)
             .arg(value.as_ref())
+            .arg(VERSION_FIELD)
+            .arg(new_version())
             .ignore();
         if let Some(ttl) = ttl {
             pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
@@ -264,24 +332,131 @@ impl DistributedCache for RedisCache {
 
     async fn refresh(&self, key: &str) -> Result<()> {
         let key = self.redis_key(key)?;
+        let cmd = refresh_cmd(
+            &self.inner.refresh_script,
+            &key,
+            ticks_of(SystemTime::now()),
+        );
+        let script = &self.inner.refresh_script;
+        self.inner
+            .link
+            .run(|mut conn| async move { eval_sha::<()>(&mut conn, script, &cmd).await })
+            .await
+    }
+
+    /// Leaves a tombstone: the key holds only a new version for
+    /// [`TOMBSTONE_TTL`], and reads as missing (to .NET readers too).
+    async fn remove(&self, key: &str) -> Result<()> {
+        let key = self.redis_key(key)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("UNLINK").arg(&key).ignore();
+        pipe.cmd("HSET")
+            .arg(&key)
+            .arg(VERSION_FIELD)
+            .arg(new_version())
+            .ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_millis(TOMBSTONE_TTL))
+            .ignore();
+        self.inner
+            .link
+            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let keys = keys
+            .iter()
+            .map(|key| self.redis_key(key))
+            .collect::<Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = ticks_of(SystemTime::now());
+        let script = &self.inner.refresh_script;
+        // One pipeline, not a transaction: each read and renewal is atomic on
+        // its own, and the keys may live on different nodes of a cluster.
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            add_read(&mut pipe, script, key, now);
+        }
+        let fields = self
+            .inner
+            .link
+            .run(|mut conn| async move { query_reads(&mut conn, script, &pipe).await })
+            .await?;
+        Ok(fields
+            .into_iter()
+            .map(|fields| interpret(fields, now).value)
+            .collect())
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Versioned> {
+        let key = self.redis_key(key)?;
         let now = ticks_of(SystemTime::now());
         let script = &self.inner.refresh_script;
         self.inner
             .link
-            .run(|mut conn| async move { eval_sha::<()>(&mut conn, script, &key, now).await })
+            .run(|mut conn| async move { read_and_slide(&mut conn, script, &key, now).await })
             .await
     }
 
-    async fn remove(&self, key: &str) -> Result<()> {
+    async fn set_if_version(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: &EntryOptions,
+        expected: &Version,
+    ) -> Result<bool> {
         let key = self.redis_key(key)?;
+        Self::check_size(&key, &value)?;
+        let (absolute, sliding, ttl) = expiration_fields(options)?;
+        let expected = match (expected.as_token(), expected.as_absent()) {
+            _ if expected.is_expired() => return Ok(false),
+            (Some(token), _) => token.to_string(),
+            (None, Some(_)) => String::new(),
+            (None, None) => return Ok(false),
+        };
+        let script = &self.inner.set_if_version_script;
+        let mut cmd = Cmd::new();
+        cmd.arg("EVALSHA")
+            .arg(script.get_hash())
+            .arg(1)
+            .arg(&key)
+            .arg(expected)
+            .arg(new_version())
+            .arg(absolute)
+            .arg(sliding)
+            .arg(value.as_ref())
+            .arg(ttl.map_or(String::new(), |t| t.to_string()));
         self.inner
             .link
-            .run(|mut conn| async move {
-                redis::cmd("DEL")
-                    .arg(&key)
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
+            .run(|mut conn| async move { eval_sha::<bool>(&mut conn, script, &cmd).await })
             .await
+    }
+
+    async fn next_stamp(&self, key: &str, options: &EntryOptions) -> Result<u64> {
+        let key = self.redis_key(key)?;
+        let (_, _, ttl) = expiration_fields(options)?;
+        let script = &self.inner.next_stamp_script;
+        let mut cmd = Cmd::new();
+        cmd.arg("EVALSHA")
+            .arg(script.get_hash())
+            .arg(1)
+            .arg(&key)
+            .arg(ttl.map_or(String::new(), |t| t.to_string()));
+        let stamp: String = self
+            .inner
+            .link
+            .run(|mut conn| async move { eval_sha(&mut conn, script, &cmd).await })
+            .await?;
+        stamp.parse().map_err(|_| {
+            Error::new(
+                ErrorKind::Backend,
+                format!("Redis returned {stamp:?} for the stamp of {key:?}: not a number"),
+            )
+        })
     }
 }

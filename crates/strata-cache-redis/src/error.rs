@@ -36,6 +36,13 @@ pub(crate) fn from_redis(err: RedisError, target: &str) -> Error {
                  +@hash +@keyspace +@scripting +@pubsub in the ACL"
             ),
         ),
+        (_, "NOTSTAMP") => (
+            ErrorKind::Serialization,
+            format!(
+                "the key on {target} holds a value that is not a stamp: tag and clear \
+                 records need keys of their own"
+            ),
+        ),
         (redis::ErrorKind::RESP3NotSupported, _) => (
             ErrorKind::Backend,
             format!(

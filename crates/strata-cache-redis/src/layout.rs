@@ -15,6 +15,13 @@
 //! provider reads and then renews in two round trips, the cache does both
 //! atomically in one (an `HMGET` beside [`REFRESH_SCRIPT`] in a transaction).
 //!
+//! Strata adds one field, `ver`: a random version token written with every
+//! entry, so that a version-checked write ([`SET_IF_VERSION_SCRIPT`]) lands
+//! only if nothing wrote or removed the key since the read. A removal leaves a
+//! tombstone (a hash with `ver` only) instead of deleting the key. Stamp
+//! records ([`NEXT_STAMP_SCRIPT`]) are entries in the same layout whose `data`
+//! is a decimal number.
+//!
 //! Public for tools that read or write entries directly (an inspector, a
 //! migration script); the cache itself is the way to use them.
 
@@ -31,6 +38,9 @@ pub const ABSOLUTE_FIELD: &str = "absexp";
 pub const SLIDING_FIELD: &str = "sldexp";
 /// The hash field of the value.
 pub const DATA_FIELD: &str = "data";
+/// The hash field of the entry's version token (Strata only; .NET readers
+/// ignore it). A tombstone is a hash holding only this field.
+pub const VERSION_FIELD: &str = "ver";
 
 /// The largest value Redis accepts in one bulk string (`proto-max-bulk-len`).
 pub const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
@@ -80,6 +90,45 @@ if sld ~= nil and sld > 0 then
   end
 end
 return 0
+";
+
+/// Stores an entry only if the key's version is still the expected one.
+/// `KEYS[1]` is the entry; `ARGV[1]` the expected version (`''`: the key must
+/// not exist), `ARGV[2]` the new version, `ARGV[3]` `absexp`, `ARGV[4]`
+/// `sldexp`, `ARGV[5]` the value, `ARGV[6]` the TTL in milliseconds (`''`:
+/// none). Returns 1 when stored, 0 when the version changed.
+pub const SET_IF_VERSION_SCRIPT: &str = r"
+if ARGV[1] == '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+elseif redis.call('HGET', KEYS[1], 'ver') ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'absexp', ARGV[3], 'sldexp', ARGV[4], 'data', ARGV[5], 'ver', ARGV[2])
+if ARGV[6] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
+return 1
+";
+
+/// Advances a stamp record: the new stamp is `max(old + 1, server time in
+/// µs)`, written as the entry's `data` in decimal, with no logical expiry and
+/// `ARGV[1]` as the TTL in milliseconds (`''`: none). Returns the stamp as a
+/// string. A key whose `data` is not a number is left alone with a `NOTSTAMP`
+/// error. Lua numbers are doubles: microseconds since 1970 stay exact until
+/// the year 2255.
+pub const NEXT_STAMP_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local raw = redis.call('HGET', KEYS[1], 'data')
+local cur = 0
+if raw then
+  cur = tonumber(raw)
+  if cur == nil then return redis.error_reply('NOTSTAMP the key holds a value that is not a stamp') end
+end
+local stamp = string.format('%d', math.max(cur + 1, now))
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'absexp', '-1', 'sldexp', '-1', 'data', stamp, 'ver', stamp)
+if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return stamp
 ";
 
 #[cfg(test)]

@@ -162,13 +162,33 @@ async fn reads_and_slides_entries_written_by_dotnet() {
         "refresh did not slide a .NET entry: PTTL {ttl}"
     );
 
+    // remove leaves a tombstone: no .NET field is left, so .NET's HMGET reads
+    // a miss; only Strata's version survives, for TOMBSTONE_TTL.
     cache.remove(&forever).await.unwrap();
-    let exists: bool = redis::cmd("EXISTS")
+    let fields: Vec<String> = redis::cmd("HKEYS")
         .arg(format!("{PREFIX}{forever}"))
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert!(!exists, "remove left the .NET entry behind");
+    assert_eq!(fields, ["ver"], "remove left .NET fields behind");
+    let fields: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+        .arg(format!("{PREFIX}{forever}"))
+        .arg("absexp")
+        .arg("sldexp")
+        .arg("data")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        fields,
+        [None, None, None],
+        "a .NET reader must see a removed entry as missing"
+    );
+    let ttl = pttl(&mut raw, &forever).await;
+    assert!(
+        ttl > 0 && ttl <= 600_000,
+        "a tombstone lives at most TOMBSTONE_TTL: PTTL {ttl}"
+    );
     for key in [&sliding, &capped, &absolute] {
         cache.remove(key).await.unwrap();
     }
@@ -207,12 +227,17 @@ async fn entries_we_write_read_as_dotnet_expects() {
         (119_000..=120_000).contains(&ttl),
         "TTL is not min(sliding, absolute): {ttl}"
     );
-    let fields: i64 = redis::cmd("HLEN")
+    let mut fields: Vec<String> = redis::cmd("HKEYS")
         .arg(format!("{PREFIX}{both}"))
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(fields, 3);
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["absexp", "data", "sldexp", "ver"],
+        "the .NET fields, and Strata's version which .NET ignores"
+    );
 
     let at = SystemTime::now() + Duration::from_millis(90_250);
     cache

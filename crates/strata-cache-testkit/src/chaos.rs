@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use strata_cache::{DistributedCache, EntryOptions, Error, ErrorKind, Result};
+use strata_cache::{DistributedCache, EntryOptions, Error, ErrorKind, Result, Version, Versioned};
 
 /// Wraps any [`DistributedCache`] and injects errors and delays.
 ///
-/// Faults apply to every operation (`get`, `set`, `refresh`, `remove`). A delay
+/// Faults apply to every operation (`get`, `set`, `refresh`, `remove`,
+/// `get_many`, `get_versioned`, `set_if_version`, `next_stamp`). A delay
 /// is served before the error check, so `fail_with` plus `set_delay` models a
 /// server that times out slowly. Clones share one set of faults.
 ///
@@ -158,6 +159,34 @@ impl DistributedCache for ChaosCache {
     async fn remove(&self, key: &str) -> Result<()> {
         self.inject("remove").await?;
         self.inner.remove(key).await
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.inject("get_many").await?;
+        self.inner.get_many(keys).await
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Versioned> {
+        self.inject("get_versioned").await?;
+        self.inner.get_versioned(key).await
+    }
+
+    async fn set_if_version(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: &EntryOptions,
+        expected: &Version,
+    ) -> Result<bool> {
+        self.inject("set_if_version").await?;
+        self.inner
+            .set_if_version(key, value, options, expected)
+            .await
+    }
+
+    async fn next_stamp(&self, key: &str, options: &EntryOptions) -> Result<u64> {
+        self.inject("next_stamp").await?;
+        self.inner.next_stamp(key, options).await
     }
 }
 

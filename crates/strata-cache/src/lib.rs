@@ -48,7 +48,7 @@ pub use backplane::{
     Backplane, BackplaneEvent, BackplaneMessage, InProcessBackplane, Notice, Subscription,
 };
 pub use codec::{Codec, Json, Postcard};
-pub use distributed::{DistributedCache, validate_key};
+pub use distributed::{DistributedCache, TOMBSTONE_TTL, Version, Versioned, validate_key};
 pub use error::{Error, ErrorKind, Result};
 pub use hybrid::{
     FactoryContext, HybridCache, HybridCacheBuilder, HybridEntryOptions, HybridStats,

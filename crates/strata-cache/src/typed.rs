@@ -153,14 +153,19 @@ impl<'a, D: DistributedCache + ?Sized, C: Codec> Typed<'a, D, C> {
         let Some(bytes) = self.cache.get(key).await? else {
             return Ok(None);
         };
-        match self.codec.decode(&bytes) {
-            Ok(value) => Ok(Some(value)),
+        Ok(self.decode_or_remove(key, &bytes).await)
+    }
+
+    /// Decodes cached bytes; bytes that do not decode are a miss, removed.
+    async fn decode_or_remove<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<T> {
+        match self.codec.decode(bytes) {
+            Ok(value) => Some(value),
             Err(error) => {
                 tracing::warn!(key, codec = C::NAME, %error, "cached bytes do not decode; treating as a miss and removing them");
                 if let Err(error) = self.cache.remove(key).await {
                     tracing::warn!(key, %error, "could not remove undecodable cache entry");
                 }
-                Ok(None)
+                None
             }
         }
     }
@@ -189,6 +194,13 @@ impl<'a, D: DistributedCache + ?Sized, C: Codec> Typed<'a, D, C> {
     /// factory's error comes back. This helper does not merge concurrent misses
     /// of one key; `HybridCache` does.
     ///
+    /// The fill is version-checked
+    /// ([`set_if_version`](DistributedCache::set_if_version)): it lands only if
+    /// nothing wrote or removed the key since the read that missed. So a
+    /// caller whose factory loaded a row just before a writer committed and
+    /// removed the key cannot put the old row back. After a failed read there
+    /// is no version to check against, and the value is not stored.
+    ///
     /// # Errors
     ///
     /// The factory's error, unchanged; nothing is cached then.
@@ -203,19 +215,44 @@ impl<'a, D: DistributedCache + ?Sized, C: Codec> Typed<'a, D, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        match self.get_value(key).await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(error) => tracing::warn!(key, %error, "cache read failed; running the factory"),
-        }
+        let version = match self.cache.get_versioned(key).await {
+            Ok(read) => {
+                if let Some(bytes) = read.value
+                    && let Some(value) = self.decode_or_remove(key, &bytes).await
+                {
+                    return Ok(value);
+                }
+                Some(read.version)
+            }
+            Err(error) => {
+                tracing::warn!(key, %error, "cache read failed; running the factory, not caching its value");
+                None
+            }
+        };
         let value = factory().await?;
+        let Some(version) = version else {
+            return Ok(value);
+        };
         // Encoded before the await, so the future does not hold `&T` (T need not be Sync).
         let stored = match self.codec.encode(&value) {
-            Ok(bytes) => self.cache.set(key, Bytes::from(bytes), options).await,
+            Ok(bytes) => {
+                self.cache
+                    .set_if_version(key, Bytes::from(bytes), options, &version)
+                    .await
+            }
             Err(error) => Err(error),
         };
-        if let Err(error) = stored {
-            tracing::warn!(key, %error, "cache write failed; the value is returned uncached");
+        match stored {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(
+                    key,
+                    "the key changed while the factory ran; its value is returned uncached"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(key, %error, "cache write failed; the value is returned uncached");
+            }
         }
         Ok(value)
     }

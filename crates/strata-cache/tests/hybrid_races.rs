@@ -241,6 +241,23 @@ impl DistributedCache for Gated {
     async fn remove(&self, key: &str) -> strata_cache::Result<()> {
         self.inner.remove(key).await
     }
+    async fn get_versioned(&self, key: &str) -> strata_cache::Result<strata_cache::Versioned> {
+        self.inner.get_versioned(key).await
+    }
+    async fn set_if_version(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: &EntryOptions,
+        expected: &strata_cache::Version,
+    ) -> strata_cache::Result<bool> {
+        self.inner
+            .set_if_version(key, value, options, expected)
+            .await
+    }
+    async fn next_stamp(&self, key: &str, options: &EntryOptions) -> strata_cache::Result<u64> {
+        self.inner.next_stamp(key, options).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -121,8 +121,9 @@ async fn get_or_set_survives_a_cache_that_is_down() {
     chaos.fail_with(ErrorKind::Unavailable);
     let value = cache_aside(&chaos).await;
     assert_eq!(value, product());
-    // Both the read and the write were attempted, and both failed.
-    assert_eq!((chaos.calls(), chaos.injected_failures()), (2, 2));
+    // The read was attempted and failed; with no version to guard it, no
+    // write follows.
+    assert_eq!((chaos.calls(), chaos.injected_failures()), (1, 1));
     chaos.heal();
     assert_eq!(chaos.get_value::<Product>("p").await.unwrap(), None);
 }
@@ -159,4 +160,43 @@ async fn cache_aside(cache: &dyn DistributedCache) -> Product {
         })
         .await
         .unwrap()
+}
+
+/// The cache-aside race: the factory loads the old row, a writer commits and
+/// removes the key before the fill lands. The fill must not put the old row
+/// back.
+#[tokio::test]
+async fn get_or_set_does_not_put_back_a_row_removed_while_its_factory_ran() {
+    let cache = MemoryDistributedCache::new();
+    let options = EntryOptions::new();
+    let loaded: u32 = cache
+        .get_or_set("product:7", &options, || async {
+            let old_row = 1;
+            cache.remove("product:7").await.unwrap(); // the writer's invalidation
+            Ok::<_, DbDown>(old_row)
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, 1, "the caller still gets what it loaded");
+    assert_eq!(cache.get_value::<u32>("product:7").await.unwrap(), None);
+    let fresh: u32 = cache
+        .get_or_set("product:7", &options, || async { Ok::<_, DbDown>(2) })
+        .await
+        .unwrap();
+    assert_eq!(fresh, 2);
+    assert_eq!(cache.get_value::<u32>("product:7").await.unwrap(), Some(2));
+}
+
+/// After a failed read there is no version to guard the fill: nothing is stored.
+#[tokio::test]
+async fn get_or_set_does_not_store_without_a_successful_read() {
+    let memory = Arc::new(MemoryDistributedCache::new());
+    let chaos = ChaosCache::new(memory.clone());
+    chaos.fail_next(1, ErrorKind::Timeout);
+    let value: u32 = chaos
+        .get_or_set("k", &EntryOptions::new(), || async { Ok::<_, DbDown>(5) })
+        .await
+        .unwrap();
+    assert_eq!(value, 5);
+    assert_eq!(memory.get("k").await.unwrap(), None);
 }

@@ -1,6 +1,9 @@
 //! The conformance suite: the semantics of [`DistributedCache`] as executable
 //! checks. Every backend runs it with one call, [`run_all`].
 //!
+//! This file holds the checks of the four core operations; `versions` those
+//! of the batch read, the version-checked write and the stamps.
+//!
 //! Expiry checks use short real waits (hundreds of milliseconds), because the
 //! backends under test keep time on their own clocks (Redis does). The margins
 //! are wide enough for a loaded two-core machine, yet a backend that rounds
@@ -40,10 +43,13 @@ pub async fn run_all<C: DistributedCache + ?Sized>(cache: &C) {
         refresh_does_not_extend_absolute_only_entries(cache, &k),
         concurrent_writers_never_tear_values(cache, &k),
     );
+    versions::run_all(cache, &k).await;
 }
 
+mod versions;
+
 /// Unique key names for one run of the suite.
-struct Keys {
+pub(crate) struct Keys {
     prefix: String,
 }
 
@@ -59,25 +65,29 @@ impl Keys {
         }
     }
 
-    fn key(&self, name: &str) -> String {
+    pub(crate) fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
 }
 
-const MS: Duration = Duration::from_millis(1);
+pub(crate) const MS: Duration = Duration::from_millis(1);
 
-fn value(s: &str) -> Bytes {
+pub(crate) fn value(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-async fn get<C: DistributedCache + ?Sized>(cache: &C, key: &str, check: &str) -> Option<Bytes> {
+pub(crate) async fn get<C: DistributedCache + ?Sized>(
+    cache: &C,
+    key: &str,
+    check: &str,
+) -> Option<Bytes> {
     cache
         .get(key)
         .await
         .unwrap_or_else(|e| panic!("[{check}] get({key:?}) failed: {e}"))
 }
 
-async fn set<C: DistributedCache + ?Sized>(
+pub(crate) async fn set<C: DistributedCache + ?Sized>(
     cache: &C,
     key: &str,
     v: Bytes,
