@@ -40,12 +40,13 @@ fn bench(c: &mut Criterion) {
     // A Tokio mutex: each iteration's future borrows the subscription across
     // an await.
     let events = tokio::sync::Mutex::new(subscriber.subscribe());
-    let notice = Notice {
-        origin: "instance-a".into(),
-        message: BackplaneMessage::Evict {
+    let notice = Notice::new(
+        "instance-a",
+        1,
+        BackplaneMessage::Evict {
             key: "product:42".into(),
         },
-    };
+    );
     let bytes = notice.to_bytes();
 
     let mut group = c.benchmark_group("backplane");

@@ -41,7 +41,7 @@ const CHANNEL_SUFFIX: &str = "strata:backplane";
 ///
 /// let backplane = RedisBackplane::new(&RedisCacheOptions::new("redis://127.0.0.1/"))?;
 /// let mut events = backplane.subscribe();
-/// let notice = Notice { origin: "instance-a".into(), message: BackplaneMessage::Evict { key: "k".into() } };
+/// let notice = Notice::new("instance-a", 1, BackplaneMessage::Evict { key: "k".into() });
 /// backplane.publish(&notice).await?;
 /// let _event = events.recv().await; // the notice, or Gap after a reconnect
 /// # Ok(())
@@ -199,10 +199,7 @@ mod tests {
     #[test]
     fn delivers_notices_and_skips_everything_else() {
         let (events, mut rx) = broadcast::channel(16);
-        let notice = Notice {
-            origin: "a".into(),
-            message: BackplaneMessage::Evict { key: "k".into() },
-        };
+        let notice = Notice::new("a", 1, BackplaneMessage::Evict { key: "k".into() });
         deliver("ch", &events, push(PushKind::Message, "ch", b"garbage"));
         deliver(
             "ch",

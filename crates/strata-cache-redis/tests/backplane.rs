@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use strata_cache::{Backplane, BackplaneEvent, BackplaneMessage, ErrorKind, Notice, Subscription};
 use strata_cache_redis::{RedisBackplane, RedisCacheOptions};
@@ -22,10 +22,7 @@ fn backplane(server: &RedisServer, instance_name: &str) -> RedisBackplane {
 }
 
 fn evict(origin: &str, key: &str) -> Notice {
-    Notice {
-        origin: origin.into(),
-        message: BackplaneMessage::Evict { key: key.into() },
-    }
+    Notice::new(origin, 1, BackplaneMessage::Evict { key: key.into() })
 }
 
 async fn connected(backplanes: &[&RedisBackplane]) {
@@ -70,13 +67,14 @@ async fn two_instances_see_each_others_notices() {
     );
     assert_eq!(next(&mut a_events).await, BackplaneEvent::Notice(from_a));
 
-    let from_b = Notice {
-        origin: "b".into(),
-        message: BackplaneMessage::TagInvalidated {
+    let from_b = Notice::new(
+        "b",
+        7,
+        BackplaneMessage::TagInvalidated {
             tag: "products".into(),
-            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
+            stamp: 1_764_000_000_123_456,
         },
-    };
+    );
     b.publish(&from_b).await.unwrap();
     assert_eq!(next(&mut a_events).await, BackplaneEvent::Notice(from_b));
 }

@@ -1,16 +1,16 @@
 //! [`Backplane`]: how HybridCache instances tell each other what changed.
 //!
 //! A backplane carries small [`BackplaneMessage`]s (a key to evict, a tag or the
-//! whole cache invalidated) stamped with the sending instance's id. It is a
-//! tiny publish/subscribe interface, after FusionCache's: Redis pub/sub
-//! implements it in `strata-cache-redis`; [`InProcessBackplane`] connects instances
-//! inside one process (tests, several caches in one binary).
+//! whole cache invalidated, a heartbeat) stamped with the sending instance's id
+//! and its own sequence number. It is a tiny publish/subscribe interface,
+//! after FusionCache's: Redis pub/sub implements it in `strata-cache-redis`;
+//! [`InProcessBackplane`] connects instances inside one process (tests,
+//! several caches in one binary).
 //!
 //! Delivery is at most once. A subscriber that may have missed messages (a
-//! dropped connection, a lagging receiver) receives [`BackplaneEvent::Gap`] and
-//! must treat everything it holds locally as suspect.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! dropped connection, a lagging receiver) receives [`BackplaneEvent::Gap`];
+//! a hole in a sender's sequence numbers tells the same. Either way the
+//! subscriber must treat what it holds locally as suspect.
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -19,37 +19,59 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// What changed, as announced on a backplane.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackplaneMessage {
     /// The entry under this key changed or was removed: drop the local copy.
     Evict {
         /// The cache key (without any instance prefix).
         key: String,
     },
-    /// Every entry carrying `tag` and created at or before `at` is stale.
+    /// Every entry carrying `tag` whose stamp for it is below `stamp` is stale.
     TagInvalidated {
         /// The tag.
         tag: String,
-        /// The invalidation time.
-        at: SystemTime,
+        /// The tag's new stamp, issued by the shared cache; 0 when the sender
+        /// has no shared cache (receivers then order it locally).
+        stamp: u64,
     },
-    /// Every entry created at or before `at` is stale.
+    /// Every entry whose clear stamp is below `stamp` is stale.
     Cleared {
-        /// The invalidation time.
-        at: SystemTime,
+        /// The new clear stamp; 0 when the sender has no shared cache.
+        stamp: u64,
     },
+    /// Nothing changed: the sender is alive, and its last sequence number is
+    /// the notice's. Lets receivers notice lost messages and silence.
+    Heartbeat,
 }
 
-/// A message with the id of the instance that sent it.
+/// A message with the id of the instance that sent it and its number.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Notice {
-    /// The sender's instance id; an instance ignores its own notices.
+    /// The sender's instance id.
     pub origin: String,
+    /// The sender's sequence number: 1 for its first change, one more for each
+    /// next; a heartbeat repeats the last. 0 for senders that do not number
+    /// their notices (wire format 1).
+    pub sequence: u64,
     /// What changed.
     pub message: BackplaneMessage,
 }
 
+impl Notice {
+    /// A notice from `origin` with its `sequence` number.
+    pub fn new(origin: impl Into<String>, sequence: u64, message: BackplaneMessage) -> Self {
+        Self {
+            origin: origin.into(),
+            sequence,
+            message,
+        }
+    }
+}
+
 /// What a [`Subscription`] yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackplaneEvent {
     /// A notice from some instance (possibly this one: filter on `origin`).
     Notice(Notice),
@@ -148,37 +170,44 @@ impl Backplane for InProcessBackplane {
     }
 }
 
-/// Version byte of the [`Notice`] wire format.
-const WIRE_VERSION: u8 = 1;
+/// Version byte of the [`Notice`] wire format written by this build.
+const WIRE_VERSION: u8 = 2;
+/// The first wire format, still read: no sequence numbers, tag and clear
+/// invalidations carry a wall time instead of a stamp.
+const WIRE_VERSION_1: u8 = 1;
 
 impl Notice {
     /// Encodes the notice for a byte transport (Redis pub/sub and the like).
     ///
-    /// Format, version 1: `[1][kind][origin len: u16 BE][origin][body]` where
-    /// kind is `E` (body: key), `T` (body: time in ms since the Unix epoch as
-    /// u64 BE, then the tag) or `C` (body: the time).
+    /// Format, version 2: `[2][kind][origin len: u16 BE][origin][sequence: u64
+    /// BE][body]` where kind is `E` (body: the key), `T` (body: the stamp as
+    /// u64 BE, then the tag), `C` (body: the stamp) or `H` (no body).
     pub fn to_bytes(&self) -> Vec<u8> {
         let origin = self.origin.as_bytes();
         let origin_len = u16::try_from(origin.len()).unwrap_or(u16::MAX);
         let origin = &origin[..usize::from(origin_len)];
-        let mut out = Vec::with_capacity(16 + origin.len());
+        let mut out = Vec::with_capacity(24 + origin.len());
         out.push(WIRE_VERSION);
-        let (kind, at, text) = match &self.message {
+        let (kind, stamp, text) = match &self.message {
             BackplaneMessage::Evict { key } => (b'E', None, key.as_str()),
-            BackplaneMessage::TagInvalidated { tag, at } => (b'T', Some(*at), tag.as_str()),
-            BackplaneMessage::Cleared { at } => (b'C', Some(*at), ""),
+            BackplaneMessage::TagInvalidated { tag, stamp } => (b'T', Some(*stamp), tag.as_str()),
+            BackplaneMessage::Cleared { stamp } => (b'C', Some(*stamp), ""),
+            BackplaneMessage::Heartbeat => (b'H', None, ""),
         };
         out.push(kind);
         out.extend_from_slice(&origin_len.to_be_bytes());
         out.extend_from_slice(origin);
-        if let Some(at) = at {
-            out.extend_from_slice(&unix_millis(at).to_be_bytes());
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        if let Some(stamp) = stamp {
+            out.extend_from_slice(&stamp.to_be_bytes());
         }
         out.extend_from_slice(text.as_bytes());
         out
     }
 
-    /// Decodes bytes written by [`to_bytes`](Notice::to_bytes).
+    /// Decodes bytes written by [`to_bytes`](Notice::to_bytes), or by a build
+    /// that wrote wire format 1 (read with sequence 0, and stamp 0: its wall
+    /// times are not stamps).
     ///
     /// # Errors
     ///
@@ -196,7 +225,7 @@ impl Notice {
         let [version, kind, l0, l1, rest @ ..] = bytes else {
             return Err(bad("too short"));
         };
-        if *version != WIRE_VERSION {
+        if *version != WIRE_VERSION && *version != WIRE_VERSION_1 {
             return Err(bad("unknown version"));
         }
         let origin_len = usize::from(u16::from_be_bytes([*l0, *l1]));
@@ -205,51 +234,43 @@ impl Notice {
         }
         let (origin, body) = rest.split_at(origin_len);
         let origin = std::str::from_utf8(origin).map_err(|_| bad("origin is not UTF-8"))?;
-        let take_time = |body: &[u8]| -> Result<(SystemTime, Vec<u8>)> {
-            let (at, text) = body
+        let take_u64 = |body: &[u8]| -> Result<(u64, Vec<u8>)> {
+            let (n, rest) = body
                 .split_first_chunk::<8>()
-                .ok_or_else(|| bad("truncated time"))?;
-            Ok((
-                UNIX_EPOCH + Duration::from_millis(u64::from_be_bytes(*at)),
-                text.to_vec(),
-            ))
+                .ok_or_else(|| bad("truncated number"))?;
+            Ok((u64::from_be_bytes(*n), rest.to_vec()))
         };
+        let (sequence, body) = if *version == WIRE_VERSION {
+            take_u64(body)?
+        } else {
+            (0, body.to_vec())
+        };
+        // Format 1 carried wall times where format 2 carries stamps: a time is
+        // no stamp, so it reads as "no stamp" (ordered locally by receivers).
+        let stamp = |n: u64| if *version == WIRE_VERSION { n } else { 0 };
         let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| bad("text is not UTF-8"));
         let message = match kind {
-            b'E' => BackplaneMessage::Evict {
-                key: text(body.to_vec())?,
-            },
+            b'E' => BackplaneMessage::Evict { key: text(body)? },
             b'T' => {
-                let (at, tag) = take_time(body)?;
+                let (n, tag) = take_u64(&body)?;
                 BackplaneMessage::TagInvalidated {
                     tag: text(tag)?,
-                    at,
+                    stamp: stamp(n),
                 }
             }
             b'C' => BackplaneMessage::Cleared {
-                at: take_time(body)?.0,
+                stamp: stamp(take_u64(&body)?.0),
             },
+            b'H' if *version == WIRE_VERSION => BackplaneMessage::Heartbeat,
             _ => return Err(bad("unknown kind")),
         };
-        Ok(Self {
-            origin: origin.to_owned(),
-            message,
-        })
+        Ok(Self::new(origin, sequence, message))
     }
-}
-
-fn unix_millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at() -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(1_764_000_000_123)
-    }
 
     #[test]
     fn notices_round_trip_through_bytes() {
@@ -260,32 +281,50 @@ mod tests {
             BackplaneMessage::Evict { key: String::new() },
             BackplaneMessage::TagInvalidated {
                 tag: "products".into(),
-                at: at(),
+                stamp: 1_764_000_000_123_456,
             },
-            BackplaneMessage::Cleared { at: at() },
+            BackplaneMessage::Cleared { stamp: 7 },
+            BackplaneMessage::Heartbeat,
         ];
-        for message in messages {
-            let notice = Notice {
-                origin: "instance-a".into(),
-                message,
-            };
+        for (sequence, message) in messages.into_iter().enumerate() {
+            let notice = Notice::new("instance-a", sequence as u64 * 1000, message);
             assert_eq!(Notice::from_bytes(&notice.to_bytes()).unwrap(), notice);
         }
     }
 
     #[test]
-    fn version_one_bytes_stay_readable() {
-        // Sample bytes of wire version 1: a tag invalidation from "a".
+    fn version_two_bytes_stay_readable() {
+        // Sample bytes of wire version 2: notice 3 of "a", tag "products" at stamp 42.
+        let bytes = b"\x02T\x00\x01a\x00\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00\x2aproducts";
+        let notice = Notice::from_bytes(bytes).unwrap();
+        let expected = Notice::new(
+            "a",
+            3,
+            BackplaneMessage::TagInvalidated {
+                tag: "products".into(),
+                stamp: 42,
+            },
+        );
+        assert_eq!(notice, expected);
+        assert_eq!(expected.to_bytes(), bytes.to_vec());
+    }
+
+    #[test]
+    fn version_one_bytes_stay_readable_without_stamps() {
+        // Sample bytes of wire version 1: a tag invalidation from "a" (a wall time).
         let bytes = b"\x01T\x00\x01a\x00\x00\x01\x9a\xb6\x97\xe8\x7bproducts";
         let notice = Notice::from_bytes(bytes).unwrap();
         assert_eq!(notice.origin, "a");
+        assert_eq!(notice.sequence, 0);
         assert_eq!(
             notice.message,
             BackplaneMessage::TagInvalidated {
                 tag: "products".into(),
-                at: at()
+                stamp: 0
             }
         );
+        let evict = Notice::from_bytes(b"\x01E\x00\x01ak").unwrap();
+        assert_eq!(evict.message, BackplaneMessage::Evict { key: "k".into() });
     }
 
     #[test]
@@ -293,9 +332,11 @@ mod tests {
         for bytes in [
             &b""[..],
             b"hello",
-            b"\x02E\x00\x00k",
+            b"\x03E\x00\x00k",
             b"\x01E\x00\x09ab",
             b"\x01T\x00\x00\x01",
+            b"\x02E\x00\x00\x01",
+            b"\x01H\x00\x00",
         ] {
             let err = Notice::from_bytes(bytes).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Serialization);
@@ -306,10 +347,7 @@ mod tests {
     async fn in_process_subscribers_see_notices_and_gaps() {
         let backplane = InProcessBackplane::new();
         let mut sub = backplane.subscribe();
-        let notice = Notice {
-            origin: "a".into(),
-            message: BackplaneMessage::Evict { key: "k".into() },
-        };
+        let notice = Notice::new("a", 1, BackplaneMessage::Evict { key: "k".into() });
         backplane.publish(&notice).await.unwrap();
         backplane.simulate_gap();
         assert_eq!(sub.recv().await, Some(BackplaneEvent::Notice(notice)));

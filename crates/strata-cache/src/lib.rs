@@ -51,7 +51,7 @@ pub use codec::{Codec, Json, Postcard};
 pub use distributed::{DistributedCache, TOMBSTONE_TTL, Version, Versioned, validate_key};
 pub use error::{Error, ErrorKind, Result};
 pub use hybrid::{
-    FactoryContext, HybridCache, HybridCacheBuilder, HybridEntryOptions, HybridStats,
+    FactoryContext, HybridCache, HybridCacheBuilder, HybridEntryOptions, HybridStats, Propagation,
 };
 pub use memory::MemoryDistributedCache;
 pub use options::{EntryOptions, Expiration};

@@ -58,11 +58,7 @@ struct SharedBuffers {
 #[async_trait]
 impl DistributedCache for SharedBuffers {
     async fn get(&self, key: &str) -> strata_cache::Result<Option<Bytes>> {
-        let value = self.inner.get(key).await?;
-        if key.starts_with("v1:") {
-            *self.last_get.lock().unwrap() = value.clone();
-        }
-        Ok(value)
+        self.inner.get(key).await
     }
     async fn set(
         &self,
@@ -79,7 +75,11 @@ impl DistributedCache for SharedBuffers {
         self.inner.remove(key).await
     }
     async fn get_versioned(&self, key: &str) -> strata_cache::Result<strata_cache::Versioned> {
-        self.inner.get_versioned(key).await
+        let read = self.inner.get_versioned(key).await?;
+        if key.starts_with("v2:") {
+            *self.last_get.lock().unwrap() = read.value.clone();
+        }
+        Ok(read)
     }
     async fn set_if_version(
         &self,
@@ -142,9 +142,10 @@ async fn l1_l2_bytes_are_stored_as_they_are_and_read_back_without_a_copy() {
         .await
         .unwrap();
     // The envelope: codec id 0 (raw) after magic and version; the payload as is.
-    let stored = l2.inner.get("v1:body").await.unwrap().unwrap();
-    assert_eq!(&stored[..6], b"STRH\x01\x00");
-    assert!(stored.ends_with(BODY));
+    let stored = l2.inner.get("v2:body").await.unwrap().unwrap();
+    assert_eq!(&stored[..6], b"STRH\x02\x00");
+    let checksum = 8;
+    assert!(stored[..stored.len() - checksum].ends_with(BODY));
 
     let got = reader.get_bytes("body").await.unwrap().unwrap();
     assert_eq!(&got[..], BODY);

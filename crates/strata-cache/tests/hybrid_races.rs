@@ -187,7 +187,8 @@ async fn l1_clear_during_a_fetch_keeps_its_value_out_of_the_cache() {
     assert_eq!(cache.get::<Row>("p").await.unwrap(), None);
 }
 
-/// An L2 whose next `set` (or `get`, after reading) waits at a gate.
+/// An L2 whose next write (`set` or `set_if_version`), or next read
+/// (`get_versioned`, after reading), waits at a gate.
 struct Gated {
     inner: MemoryDistributedCache,
     hold_set: AtomicBool,
@@ -216,12 +217,7 @@ impl Gated {
 #[async_trait]
 impl DistributedCache for Gated {
     async fn get(&self, key: &str) -> strata_cache::Result<Option<Bytes>> {
-        let value = self.inner.get(key).await;
-        if key.starts_with("v1:") && self.hold_get.swap(false, Ordering::SeqCst) {
-            self.entered.notify_one();
-            self.gate.notified().await;
-        }
-        value
+        self.inner.get(key).await
     }
     async fn set(
         &self,
@@ -242,7 +238,12 @@ impl DistributedCache for Gated {
         self.inner.remove(key).await
     }
     async fn get_versioned(&self, key: &str) -> strata_cache::Result<strata_cache::Versioned> {
-        self.inner.get_versioned(key).await
+        let read = self.inner.get_versioned(key).await;
+        if key.starts_with("v2:") && self.hold_get.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.gate.notified().await;
+        }
+        read
     }
     async fn set_if_version(
         &self,
@@ -251,6 +252,10 @@ impl DistributedCache for Gated {
         options: &EntryOptions,
         expected: &strata_cache::Version,
     ) -> strata_cache::Result<bool> {
+        if self.hold_set.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.gate.notified().await;
+        }
         self.inner
             .set_if_version(key, value, options, expected)
             .await
@@ -269,7 +274,7 @@ async fn l1_l2_remove_during_a_fetch_keeps_its_old_value_out_of_l2() {
     cache.remove("p").await.unwrap();
     held.release.notify_one();
     assert_eq!(fetch.await.unwrap(), Row { version: 1 });
-    assert_eq!(l2.inner.get("v1:p").await.unwrap(), None);
+    assert_eq!(l2.inner.get("v2:p").await.unwrap(), None);
     let fresh = l2.instance();
     assert_eq!(fresh.get::<Row>("p").await.unwrap(), None);
 }
@@ -290,7 +295,7 @@ async fn l1_l2_remove_that_reaches_l2_before_the_write_back_is_not_undone() {
     l2.gate.notify_one();
     assert_eq!(fetch.await.unwrap().unwrap(), Row { version: 1 });
     assert_eq!(
-        l2.inner.get("v1:p").await.unwrap(),
+        l2.inner.get("v2:p").await.unwrap(),
         None,
         "the late write-back was removed again"
     );
@@ -332,7 +337,7 @@ async fn l1_l2_backplane_a_peers_remove_during_a_fetch_keeps_its_old_value_out()
     settle().await;
     held.release.notify_one();
     assert_eq!(fetch.await.unwrap(), Row { version: 1 });
-    assert_eq!(c.l2.get("v1:p").await.unwrap(), None, "not in L2");
+    assert_eq!(c.l2.get("v2:p").await.unwrap(), None, "not in L2");
     assert_eq!(c.a.get::<Row>("p").await.unwrap(), None, "not in a's L1");
     next_call_runs_the_factory(&c.a).await;
 }
@@ -363,6 +368,6 @@ async fn l1_l2_backplane_a_peers_tag_removal_during_a_fetch_keeps_its_value_out(
     settle().await;
     held.release.notify_one();
     assert_eq!(fetch.await.unwrap(), Row { version: 1 });
-    assert_eq!(c.l2.get("v1:p").await.unwrap(), None);
+    assert_eq!(c.l2.get("v2:p").await.unwrap(), None);
     assert_eq!(c.a.get::<Row>("p").await.unwrap(), None);
 }

@@ -1,23 +1,24 @@
 //! [`HybridCacheBuilder`]: every cache-wide setting and its default, in one place.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
-use super::cache::{HybridCache, Inner};
+use super::breaker::{Breaker, DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_THRESHOLD};
+use super::cache::HybridCache;
 use super::clock::Clock;
 use super::codec::CodecChoice;
-use super::invalidation::Reads;
+use super::engine::{Engine, Settings};
 use super::l1::L1;
-use super::l2::{Breaker, DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_THRESHOLD, L2};
-use super::listener::{self, Announcer};
+use super::l2::L2;
+use super::notices::Notices;
 use super::options::HybridEntryOptions;
+use super::order::Order;
+use super::propagate::Propagator;
+use super::reads::Reads;
 use super::stampede::Flights;
-use super::stats::{FLUSH_EVERY, Stats};
-use super::tags::Tags;
+use super::stats::Stats;
+use super::tasks::Tasks;
 use crate::backplane::Backplane;
 use crate::distributed::DistributedCache;
 
@@ -27,8 +28,12 @@ pub const DEFAULT_L1_CAPACITY_BYTES: u64 = 128 * 1024 * 1024;
 pub const DEFAULT_MAX_KEY_LENGTH: usize = 1024;
 /// Default maximum encoded value size: 8 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
-/// Default timeout of each L2 and backplane operation: 1 second.
+/// Default timeout of each L2 and backplane operation, and the budget of one
+/// call for all of its waits on them: 1 second.
 pub const DEFAULT_L2_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default trust window: how long an instance that hears nothing of its own
+/// heartbeats keeps trusting L1 (1 second).
+pub const DEFAULT_TRUST_WINDOW: Duration = Duration::from_secs(1);
 
 /// Builds a [`HybridCache`].
 ///
@@ -36,8 +41,10 @@ pub const DEFAULT_L2_TIMEOUT: Duration = Duration::from_secs(1);
 /// entry defaults, L1 of [`DEFAULT_L1_CAPACITY_BYTES`] (128 MiB), a random
 /// instance id, keys up to [`DEFAULT_MAX_KEY_LENGTH`] (1024) bytes, values up
 /// to [`DEFAULT_MAX_PAYLOAD_BYTES`] (8 MiB) encoded, L2 and backplane calls
-/// bounded by [`DEFAULT_L2_TIMEOUT`] (1 s), their circuit breakers opening
-/// after 5 consecutive failures for 10 s, the JSON codec.
+/// bounded by [`DEFAULT_L2_TIMEOUT`] (1 s, also the budget of one call for
+/// all its waits on them), their circuit breakers opening after 5
+/// consecutive failures for 1 s, a trust window of [`DEFAULT_TRUST_WINDOW`]
+/// (1 s), the JSON codec.
 ///
 /// # Example
 ///
@@ -70,6 +77,8 @@ pub struct HybridCacheBuilder {
     l2_timeout: Duration,
     breaker_threshold: u32,
     breaker_cool_down: Duration,
+    trust_window: Duration,
+    clock_offset_ms: i64,
     codec: CodecChoice,
 }
 
@@ -104,6 +113,8 @@ impl HybridCacheBuilder {
             l2_timeout: DEFAULT_L2_TIMEOUT,
             breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
             breaker_cool_down: DEFAULT_BREAKER_COOL_DOWN,
+            trust_window: DEFAULT_TRUST_WINDOW,
+            clock_offset_ms: 0,
             codec: CodecChoice::Json,
         }
     }
@@ -115,8 +126,7 @@ impl HybridCacheBuilder {
         self
     }
 
-    /// The backplane that keeps instances' L1 coherent. Requires a Tokio
-    /// runtime at [`build`](Self::build).
+    /// The backplane that keeps instances' L1 coherent.
     pub fn backplane(mut self, backplane: Arc<dyn Backplane>) -> Self {
         self.backplane = Some(backplane);
         self
@@ -157,17 +167,37 @@ impl HybridCacheBuilder {
         self
     }
 
-    /// Timeout of each L2 and backplane operation.
+    /// Timeout of each L2 and backplane operation, and the budget of one call
+    /// for all of its waits on them: a call never waits longer for Redis,
+    /// and what did not finish carries on in the background.
     pub fn l2_timeout(mut self, timeout: Duration) -> Self {
         self.l2_timeout = timeout;
         self
     }
 
     /// The circuit breakers of L2 and the backplane: open after `threshold`
-    /// consecutive failures, skip the layer for `cool_down`, then probe.
+    /// consecutive failures, skip the layer for `cool_down`, then probe. An
+    /// open breaker defers changes, it never drops them.
     pub fn circuit_breaker(mut self, threshold: u32, cool_down: Duration) -> Self {
         self.breaker_threshold = threshold;
         self.breaker_cool_down = cool_down;
+        self
+    }
+
+    /// How long this instance trusts its L1 without hearing its own
+    /// heartbeats back on the backplane (heartbeats go out four times per
+    /// window). Past it, L1 entries are served only once L2 confirms them,
+    /// which bounds how stale a cut-off instance can be. With a backplane only.
+    pub fn trust_window(mut self, window: Duration) -> Self {
+        self.trust_window = window.max(Duration::from_millis(4));
+        self
+    }
+
+    /// Shifts this instance's clock by `offset_ms` milliseconds (ahead when
+    /// positive): fault injection, for tests of clock skew between machines.
+    /// The clock decides expirations only, never the order of invalidations.
+    pub fn clock_offset_ms(mut self, offset_ms: i64) -> Self {
+        self.clock_offset_ms = offset_ms;
         self
     }
 
@@ -184,73 +214,61 @@ impl HybridCacheBuilder {
         self
     }
 
-    /// Builds the cache.
+    /// Builds the cache. Its background tasks start on the current Tokio
+    /// runtime, or on the runtime of its first call when built outside one.
     ///
     /// Install the `metrics` recorder before this call: the cache registers
     /// its counters here.
-    ///
-    /// # Panics
-    ///
-    /// When a backplane is set and no Tokio runtime is running: the listener
-    /// task is spawned here.
     pub fn build(self) -> HybridCache {
         let random = foldhash::fast::RandomState::default();
-        let instance_id = self.instance_id.unwrap_or_else(|| {
+        let id = self.instance_id.unwrap_or_else(|| {
             format!(
                 "{:016x}",
                 random.hash_one((std::process::id(), std::time::SystemTime::now()))
             )
         });
-        let subscription = self.backplane.as_ref().map(|b| b.subscribe());
-        let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        let inner = Arc::new(Inner {
-            instance_id,
+        let clock = Clock::with_offset(self.clock_offset_ms);
+        let stats = Arc::new(Stats::new());
+        let with_l2 = self.distributed.is_some();
+        let with_backplane = self.backplane.is_some();
+        let notices = self.backplane.map(|backplane| {
+            Notices::new(
+                backplane,
+                id.clone(),
+                self.l2_timeout,
+                Breaker::new("backplane", self.breaker_threshold, self.breaker_cool_down),
+                self.trust_window,
+                clock.clone(),
+                Arc::clone(&stats),
+            )
+        });
+        let engine = Arc::new(Engine {
+            id,
+            settings: Settings {
+                codec: self.codec,
+                defaults: self.defaults,
+                max_key_length: self.max_key_length,
+                max_payload_bytes: self.max_payload_bytes,
+                random,
+            },
             l1: L1::new(self.l1_capacity_bytes),
             l2: L2::new(
                 self.distributed,
                 self.l2_timeout,
                 Breaker::new("l2", self.breaker_threshold, self.breaker_cool_down),
+                clock.clone(),
+                Arc::clone(&stats),
             ),
-            announcer: self.backplane.map(|backplane| Announcer {
-                backplane,
-                breaker: Breaker::new("backplane", self.breaker_threshold, self.breaker_cool_down),
-                timeout: self.l2_timeout,
-            }),
-            flights: Arc::new(Flights::default()),
+            order: Order::new(with_l2, with_backplane),
             reads: Arc::new(Reads::default()),
-            tags: Tags::new(),
-            clock: Clock::new(),
-            stats: Stats::new(),
-            gap_epoch: AtomicU64::new(0),
-            codec: self.codec,
-            defaults: self.defaults,
-            max_key_length: self.max_key_length,
-            max_payload_bytes: self.max_payload_bytes,
-            random,
-            _shutdown: Some(shutdown_tx),
+            flights: Arc::new(Flights::default()),
+            propagator: Propagator::default(),
+            notices,
+            tasks: Tasks::new(tracing::Span::current()),
+            clock,
+            stats,
         });
-        if let Some(subscription) = subscription {
-            listener::spawn(Arc::downgrade(&inner), subscription, shutdown_rx);
-        }
-        spawn_metrics_flush(Arc::downgrade(&inner));
-        HybridCache { inner }
+        Engine::ensure_tasks(&engine);
+        HybridCache { engine }
     }
-}
-
-/// Adds the L1 hits to the `metrics` counter every [`FLUSH_EVERY`] (the hit
-/// path does not touch the metric), until the cache is dropped. Without a
-/// runtime, hits reach the metric when the cache is dropped.
-fn spawn_metrics_flush(cache: Weak<Inner>) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    handle.spawn(async move {
-        let mut interval = tokio::time::interval(FLUSH_EVERY);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            let Some(cache) = cache.upgrade() else { return };
-            cache.stats.flush_metrics();
-        }
-    });
 }

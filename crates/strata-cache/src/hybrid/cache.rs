@@ -1,38 +1,36 @@
-//! [`HybridCache`]: the public operations. The handle is an `Arc<Inner>`; the
-//! miss path lives in `fetch`, the backplane side in `listener`.
+//! [`HybridCache`]: the public operations. The handle is an `Arc<Engine>`;
+//! the hit path is `Engine::l1_fresh`, the miss path lives in `fetch`, the
+//! changes in `write`.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
 
 use super::builder::HybridCacheBuilder;
-use super::clock::{Clock, system_time};
-use super::codec::CodecChoice;
-use super::envelope::{CLEAR_KEY, encode_time, entry_key, tag_key};
-use super::invalidation::Reads;
-use super::l1::{Freshness, L1};
-use super::l2::L2;
-use super::listener::Announcer;
+use super::engine::Engine;
 use super::options::HybridEntryOptions;
-use super::repr::{Repr, Typed};
-use super::stampede::Flights;
-use super::stats::{HybridStats, Stats};
-use super::tags::{RECORD_TTL, Tags};
+use super::order::Scope;
+use super::propagate::Propagation;
+use super::repr::Serde;
+use super::stats::HybridStats;
 use super::{FactoryContext, fetch, write};
-use crate::backplane::BackplaneMessage;
 use crate::error::{Error, ErrorKind, Result};
-use crate::options::EntryOptions;
 
 /// A typed two-level cache: L1 in process, L2 any
 /// [`DistributedCache`](crate::DistributedCache), kept coherent across
 /// instances by an optional [`Backplane`](crate::Backplane).
 ///
 /// The handle is a cheap `Clone` (one `Arc`); clones share everything.
-/// Operations must run inside a Tokio runtime (fetches run in spawned tasks).
+/// Operations must run inside a Tokio runtime (fetches and the propagation of
+/// changes run in spawned tasks). A cache outlives the runtime it was built
+/// in: its clock and tasks start again on the runtime of the next call.
+///
+/// Coherence: every change is applied here at once, then carried to L2 and
+/// the other instances; a call waits for that at most `l2_timeout` and says
+/// whether it completed ([`Propagation`]). What other instances may see and
+/// when is stated in `docs/coherence.md`.
 ///
 /// # Example
 ///
@@ -60,32 +58,7 @@ use crate::options::EntryOptions;
 /// ```
 #[derive(Clone, Debug)]
 pub struct HybridCache {
-    pub(crate) inner: Arc<Inner>,
-}
-
-/// Everything one cache shares between its clones and its tasks.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) instance_id: String,
-    pub(crate) l1: L1,
-    pub(crate) l2: L2,
-    pub(crate) announcer: Option<Announcer>,
-    pub(crate) flights: Arc<Flights>,
-    /// Running reads, told of invalidations that land during them.
-    pub(crate) reads: Arc<Reads>,
-    pub(crate) tags: Tags,
-    pub(crate) clock: Clock,
-    pub(crate) stats: Stats,
-    /// Bumped by each backplane gap; L1 entries of an older epoch are suspect.
-    pub(crate) gap_epoch: AtomicU64,
-    pub(crate) codec: CodecChoice,
-    pub(crate) defaults: HybridEntryOptions,
-    pub(crate) max_key_length: usize,
-    pub(crate) max_payload_bytes: usize,
-    /// Seeds the jitter of L1 expirations.
-    pub(crate) random: foldhash::fast::RandomState,
-    /// Dropped with the cache: tells the listener task to end.
-    pub(crate) _shutdown: Option<oneshot::Sender<()>>,
+    pub(crate) engine: Arc<Engine>,
 }
 
 impl HybridCache {
@@ -129,11 +102,11 @@ impl HybridCache {
         E: std::error::Error + Send + Sync + 'static,
     {
         if options.reads_l1()
-            && let Some(value) = self.inner.l1_fresh::<Typed<T>>(key)
+            && let Some(value) = self.engine.l1_fresh::<Serde<T>>(key)
         {
             return Ok(value);
         }
-        fetch::get_or_create_slow::<Typed<T>, _, _, _>(&self.inner, key, options, factory).await
+        fetch::get_or_create_slow::<Serde<T>, _, _, _>(&self.engine, key, options, factory).await
     }
 
     /// Returns the value of `key` from L1 or L2, without a factory. The L2
@@ -161,185 +134,118 @@ impl HybridCache {
     where
         T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        if let Some(value) = self.inner.l1_fresh::<Typed<T>>(key) {
+        if let Some(value) = self.engine.l1_fresh::<Serde<T>>(key) {
             return Ok(Some(value));
         }
-        self.inner.check_key(key)?;
-        fetch::get_slow::<Typed<T>>(&self.inner, key).await
+        self.engine.check_key(key)?;
+        fetch::get_slow::<Serde<T>>(&self.engine, key).await
     }
 
-    /// Stores `value` under `key` in both layers and tells the peers to drop
-    /// their L1 copy.
+    /// Stores `value` under `key`: in L1 at once, then in L2, and tells the
+    /// peers to drop their L1 copy.
+    ///
+    /// Returns whether L2 and the backplane took the change within
+    /// `l2_timeout` ([`Propagation::Complete`]) or it finishes in the
+    /// background, replayed if need be ([`Propagation::Deferred`]). This
+    /// instance serves the new value either way.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidKey`], [`ErrorKind::InvalidOptions`] (a zero
     /// expiration), [`ErrorKind::Serialization`] when the value does not
-    /// encode, [`ErrorKind::PayloadTooLarge`] over the payload limit. L2 and
-    /// backplane failures are logged and counted, not returned.
-    pub async fn set<T>(&self, key: &str, value: T, options: &HybridEntryOptions) -> Result<()>
+    /// encode, [`ErrorKind::PayloadTooLarge`] over the payload limit. After
+    /// an encoding error the key is removed (its old value must not be
+    /// served as if the write had not happened). L2 and backplane failures
+    /// are not errors: they make the result `Deferred`.
+    pub async fn set<T>(
+        &self,
+        key: &str,
+        value: T,
+        options: &HybridEntryOptions,
+    ) -> Result<Propagation>
     where
         T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        self.inner.check_key(key)?;
+        self.engine.check_key(key)?;
         check_options(options)?;
-        write::set::<Typed<T>>(&self.inner, key, value, options).await
+        write::set::<Serde<T>>(&self.engine, key, value, options).await
     }
 
-    /// Removes `key` from both layers and from every peer's L1.
+    /// Removes `key` from this instance at once, then from L2 and from every
+    /// peer's L1.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidKey`]. L2 and backplane failures are logged, not returned.
-    pub async fn remove(&self, key: &str) -> Result<()> {
-        self.inner.check_key(key)?;
-        let inner = &self.inner;
+    /// [`ErrorKind::InvalidKey`]. L2 and backplane failures make the result
+    /// [`Propagation::Deferred`]: the removal is replayed until it lands.
+    pub async fn remove(&self, key: &str) -> Result<Propagation> {
+        self.engine.check_key(key)?;
         tracing::debug!(key, "remove");
-        // Mark first, then remove: a running read either sees the mark or
-        // wrote L1 before it (and that copy goes now).
-        inner.reads.key_changed(key);
-        inner.l1.remove(key);
-        let _ = inner
-            .l2
-            .remove(&inner.clock, &inner.stats, &entry_key(key))
-            .await;
-        inner
-            .announce(BackplaneMessage::Evict {
-                key: key.to_owned(),
-            })
-            .await;
-        Ok(())
+        Ok(write::remove(&self.engine, key).await)
     }
 
-    /// Makes every entry tagged `tag` stale, on every instance: records the
-    /// time locally and in L2, and announces it on the backplane.
+    /// Makes every entry tagged `tag` stale, on every instance: at once here,
+    /// then through the tag's stamp in L2 and a notice on the backplane.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidKey`] for an empty or too long tag.
-    pub async fn remove_by_tag(&self, tag: &str) -> Result<()> {
-        self.inner.check_key(tag)?;
-        let inner = &self.inner;
-        let now = inner.clock.now_ms();
+    /// [`ErrorKind::InvalidKey`] for an empty or too long tag. L2 and
+    /// backplane failures make the result [`Propagation::Deferred`].
+    pub async fn remove_by_tag(&self, tag: &str) -> Result<Propagation> {
+        self.engine.check_key(tag)?;
         tracing::debug!(tag, "remove by tag");
-        inner.tags.record(tag, now, 0);
-        inner.reads.tag_changed(tag);
-        let record = EntryOptions::new().with_relative_expiration(RECORD_TTL);
-        let _ = inner
-            .l2
-            .set(
-                &inner.clock,
-                &inner.stats,
-                &tag_key(tag),
-                encode_time(now),
-                &record,
-            )
-            .await;
-        inner
-            .announce(BackplaneMessage::TagInvalidated {
-                tag: tag.to_owned(),
-                at: system_time(now),
-            })
-            .await;
-        Ok(())
+        Ok(write::invalidate(&self.engine, Scope::Tag(tag)).await)
     }
 
-    /// [`remove_by_tag`](Self::remove_by_tag) for each of `tags`.
+    /// [`remove_by_tag`](Self::remove_by_tag) for each of `tags`; `Deferred`
+    /// when any of them is.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidKey`] for an empty or too long tag (checked before
     /// any is removed).
-    pub async fn remove_by_tags(&self, tags: &[&str]) -> Result<()> {
-        for tag in tags {
-            self.inner.check_key(tag)?;
+    pub async fn remove_by_tags<I, S>(&self, tags: I) -> Result<Propagation>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tags: Vec<S> = tags.into_iter().collect();
+        for tag in &tags {
+            self.engine.check_key(tag.as_ref())?;
         }
-        for tag in tags {
-            self.remove_by_tag(tag).await?;
+        let mut all = Propagation::Complete;
+        for tag in &tags {
+            if self.remove_by_tag(tag.as_ref()).await? == Propagation::Deferred {
+                all = Propagation::Deferred;
+            }
         }
-        Ok(())
+        Ok(all)
     }
 
     /// Makes every entry created until now stale, on every instance.
     ///
     /// # Errors
     ///
-    /// None today; L2 and backplane failures are logged, not returned.
-    pub async fn clear(&self) -> Result<()> {
-        let inner = &self.inner;
-        let now = inner.clock.now_ms();
+    /// None today; L2 and backplane failures make the result
+    /// [`Propagation::Deferred`].
+    pub async fn clear(&self) -> Result<Propagation> {
         tracing::debug!("clear");
-        inner.tags.record_clear(now, 0);
-        inner.reads.all_changed();
-        inner.l1.clear();
-        let record = EntryOptions::new().with_relative_expiration(RECORD_TTL);
-        let _ = inner
-            .l2
-            .set(
-                &inner.clock,
-                &inner.stats,
-                CLEAR_KEY,
-                encode_time(now),
-                &record,
-            )
-            .await;
-        inner
-            .announce(BackplaneMessage::Cleared {
-                at: system_time(now),
-            })
-            .await;
-        Ok(())
+        Ok(write::invalidate(&self.engine, Scope::Clear).await)
     }
 
     /// This instance's id: the origin of its backplane notices.
     pub fn instance_id(&self) -> &str {
-        &self.inner.instance_id
+        &self.engine.id
     }
 
     /// This instance's counters.
     pub fn stats(&self) -> HybridStats {
-        self.inner.stats.snapshot()
+        self.engine.stats.snapshot(self.engine.propagator.pending())
     }
 
     /// The cache-wide default entry options (from the builder).
     pub fn default_entry_options(&self) -> &HybridEntryOptions {
-        &self.inner.defaults
-    }
-}
-
-impl Inner {
-    /// The hit path: a fresh L1 entry of representation `R`, or `None`. No
-    /// allocation, no clock call, no reference count: the entry is checked
-    /// and its value cloned under the L1 shard's read lock.
-    #[inline]
-    pub(crate) fn l1_fresh<R: Repr>(&self, key: &str) -> Option<R::Value> {
-        let now = self.clock.coarse_ms();
-        let tag_epoch = self.tags.epoch();
-        let gap = self.gap_epoch.load(Ordering::Acquire);
-        let value = self.l1.read(key, |entry| {
-            if entry.freshness(now, tag_epoch, gap) != Freshness::Fresh {
-                return None;
-            }
-            entry.get::<R>()
-        })??;
-        self.stats.l1_hit();
-        Some(value)
-    }
-
-    /// Rejects an empty key or one over the configured length.
-    pub(crate) fn check_key(&self, key: &str) -> Result<()> {
-        if key.is_empty() || key.len() > self.max_key_length {
-            return Err(Error::new(
-                ErrorKind::InvalidKey,
-                format!(
-                    "the key or tag is {} bytes long; use 1 to {} bytes \
-                     (HybridCacheBuilder::max_key_length)",
-                    key.len(),
-                    self.max_key_length
-                ),
-            ));
-        }
-        Ok(())
+        &self.engine.settings.defaults
     }
 }
 

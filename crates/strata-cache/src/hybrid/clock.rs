@@ -1,16 +1,25 @@
 //! The clock of HybridCache: wall-clock milliseconds, derived from Tokio's
 //! monotonic clock, with a coarse copy for the L1 hit path.
 //!
-//! Why not `SystemTime::now()` everywhere: on this class of machine a clock
-//! read costs about as much as the whole hash-map lookup an L1 hit is measured
-//! against (about 23 ns against 19 ns). The hit path therefore reads an atomic
-//! that a ticker task refreshes every [`TICK`]; every slow path refreshes it
-//! too. Why derive wall time from `tokio::time::Instant`: tests pause Tokio's
-//! clock and advance it, and logical expiry, tag times and L1 deadlines must
-//! all move with it. In production (no `test-util`) Tokio's instant is the OS
-//! monotonic clock, anchored to `SystemTime` once per process: every cache of
-//! a process reads the same clock, so a tag time recorded by one instance is
-//! comparable with an entry stamped by another.
+//! Why not `SystemTime::now()` everywhere: a clock read costs about as much as
+//! the whole hash-map lookup an L1 hit is measured against. The hit path
+//! therefore reads an atomic that a ticker task refreshes every [`TICK`];
+//! every slow path refreshes it too. Why derive wall time from
+//! `tokio::time::Instant`: tests pause Tokio's clock and advance it, and
+//! logical expiry and L1 deadlines must move with it. In production Tokio's
+//! instant is the OS monotonic clock, anchored to `SystemTime` once per
+//! process.
+//!
+//! The clock only decides expiry. The order of invalidations never depends
+//! on it (see `order`), so a machine whose clock is off changes how long its
+//! entries live, nothing else. [`Clock::with_offset`] shifts one cache's clock
+//! to test exactly that.
+//!
+//! The ticker runs on the runtime that was current when the clock started
+//! ticking. When that runtime shuts down, the ticker's guard is dropped and
+//! the clock falls back to precise reads; the next slow path on another
+//! runtime starts a new ticker ([`Clock::ensure_ticking`]). A clock never
+//! freezes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -34,20 +43,54 @@ struct State {
     coarse_ms: AtomicU64,
     /// True while a ticker keeps `coarse_ms` fresh; otherwise every read is precise.
     ticking: AtomicBool,
+    /// Set while a ticker task exists (from its spawn to its guard's drop).
+    ticker_alive: AtomicBool,
+    /// Added to the process's wall clock, in milliseconds (fault injection).
+    offset_ms: i64,
+}
+
+/// Held by the ticker task: when the task ends (its cache is gone, or its
+/// runtime shut down) the clock goes back to precise reads.
+struct TickerGuard(Weak<State>);
+
+impl Drop for TickerGuard {
+    fn drop(&mut self) {
+        if let Some(state) = self.0.upgrade() {
+            state.ticking.store(false, Ordering::Relaxed);
+            state.ticker_alive.store(false, Ordering::Release);
+        }
+    }
 }
 
 impl Clock {
-    /// A clock anchored at the current wall time. Inside a Tokio runtime with
-    /// timers, a ticker task keeps the coarse copy fresh and ends with the clock.
-    pub(crate) fn new() -> Self {
+    /// A clock `offset_ms` away from this process's wall clock (0 in
+    /// production). Inside a Tokio runtime with timers, a ticker task keeps
+    /// the coarse copy fresh and ends with the clock.
+    pub(crate) fn with_offset(offset_ms: i64) -> Self {
         let state = Arc::new(State {
-            coarse_ms: AtomicU64::new(wall_now_ms()),
+            coarse_ms: AtomicU64::new(0),
             ticking: AtomicBool::new(false),
+            ticker_alive: AtomicBool::new(false),
+            offset_ms,
         });
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(tick(Arc::downgrade(&state)));
+        state.refresh();
+        let clock = Self { state };
+        clock.ensure_ticking();
+        clock
+    }
+
+    /// Starts a ticker on the current runtime unless one runs.
+    pub(crate) fn ensure_ticking(&self) {
+        if self.state.ticker_alive.load(Ordering::Acquire) {
+            return;
         }
-        Self { state }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.state.ticker_alive.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        handle.spawn(tick(TickerGuard(Arc::downgrade(&self.state))));
     }
 
     /// Wall milliseconds, at most [`TICK`] behind: for the hit path.
@@ -68,7 +111,7 @@ impl Clock {
 
 impl State {
     fn refresh(&self) -> u64 {
-        let now = wall_now_ms();
+        let now = wall_now_ms().saturating_add_signed(self.offset_ms);
         self.coarse_ms.fetch_max(now, Ordering::Relaxed);
         now
     }
@@ -96,29 +139,21 @@ fn wall_now_ms() -> u64 {
     u64::try_from(wall_ms).unwrap_or(u64::MAX)
 }
 
-/// Refreshes the coarse clock until the clock is dropped. `ticking` is set
-/// only once the interval exists, so a runtime without timers (where
-/// `interval` panics inside this task) leaves the clock on precise reads.
-async fn tick(state: Weak<State>) {
+/// Refreshes the coarse clock until the clock is dropped or the runtime ends.
+/// `ticking` is set only once the interval exists, so a runtime without
+/// timers (where `interval` panics inside this task) leaves the clock on
+/// precise reads.
+async fn tick(guard: TickerGuard) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         interval.tick().await;
-        let Some(state) = state.upgrade() else { return };
+        let Some(state) = guard.0.upgrade() else {
+            return;
+        };
         state.refresh();
         state.ticking.store(true, Ordering::Relaxed);
     }
-}
-
-/// Milliseconds since the Unix epoch of `at` (0 before the epoch).
-pub(crate) fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The `SystemTime` of `ms` milliseconds since the Unix epoch.
-pub(crate) fn system_time(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// Milliseconds of `d`, saturating.
@@ -132,10 +167,49 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn follows_paused_tokio_time() {
-        let clock = Clock::new();
+        let clock = Clock::with_offset(0);
         let start = clock.now_ms();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(clock.now_ms() >= start + 60_000);
         assert!(clock.coarse_ms() + millis(TICK) >= start + 60_000);
+    }
+
+    #[test]
+    fn an_offset_shifts_every_read() {
+        let plain = Clock::with_offset(0);
+        let ahead = Clock::with_offset(20_000);
+        let (a, b) = (plain.now_ms(), ahead.now_ms());
+        assert!((19_900..=20_100).contains(&(b - a)), "{a} {b}");
+    }
+
+    #[test]
+    fn a_clock_outlives_the_runtime_it_started_ticking_in() {
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let clock = first.block_on(async {
+            let clock = Clock::with_offset(0);
+            tokio::time::sleep(TICK * 3).await;
+            clock
+        });
+        assert!(clock.state.ticking.load(Ordering::Relaxed));
+        drop(first); // the ticker task goes with its runtime
+        assert!(!clock.state.ticking.load(Ordering::Relaxed));
+        let before = clock.coarse_ms();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            clock.coarse_ms() >= before + 25,
+            "the coarse clock froze with its runtime"
+        );
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        second.block_on(async {
+            clock.ensure_ticking();
+            tokio::time::sleep(TICK * 3).await;
+        });
+        assert!(clock.state.ticking.load(Ordering::Relaxed), "ticks again");
     }
 }

@@ -1,40 +1,62 @@
-//! The miss path: what runs when L1 has no fresh value. One fetch per key at a
-//! time (see `stampede`) reads L2, else runs the factory, and writes back;
-//! fail-safe, factory timeouts and eager refresh are decided here.
+//! The miss path: what runs when the hit path found no fresh L1 value.
+//!
+//! ```text
+//! get_or_create(key)
+//!   └─ hit path: L1 entry checked at the current epoch, deadlines hold ─► value
+//!   └─ get_or_create_slow
+//!        ├─ classify L1 (lookup): serve it / confirm it / keep it for fail-safe
+//!        └─ join the key's flight, or lead a new one (stampede)
+//!             └─ leader task, in the caller's span:
+//!                  load from L2 (entry and due tag records in one round trip;
+//!                  a suspect L1 entry is confirmed by its version)
+//!                  else run the factory ─► L1 (unless invalidated meanwhile)
+//!                  ─► outcome to every waiter
+//!                  ─► fill L2 if the key's version is unchanged, then notice
+//! ```
+//!
+//! Fail-safe, factory timeouts and eager refresh are decided here. Every wait
+//! for L2 comes out of one budget per call (`l2_timeout`).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
+use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::FactoryContext;
-use super::cache::{Inner, check_options};
+use super::cache::check_options;
 use super::clock::millis;
-use super::envelope::{Envelope, entry_key};
-use super::invalidation::ReadMarks;
-use super::l1::{Freshness, L1Entry};
-use super::l2::L2Failure;
+use super::engine::Engine;
+use super::envelope::entry_key;
+use super::l1::L1Entry;
+use super::lookup::{Loaded, Local};
 use super::options::HybridEntryOptions;
-use super::repr::{Repr, Undecodable, type_mismatch};
-use super::stampede::{Fetched, Outcome};
+use super::repr::{Repr, type_mismatch};
+use super::stampede::{Fetched, Leader, Outcome};
 use super::stats::Event;
-use super::write::{Times, new_entry, write};
+use super::write::{NewEntry, Times, fill_bytes, l2_options};
+use crate::backplane::BackplaneMessage;
 use crate::error::{Error, ErrorKind, Result};
 
-/// What L1 says about a key before a fetch.
-enum Local {
-    /// Serve it (possibly refreshing in the background).
-    Serve(Arc<L1Entry>, bool),
-    /// Not servable, but kept as a fail-safe fallback.
-    Stale(Arc<L1Entry>),
-    Nothing,
+/// What a fetch needs besides the key: the call's options, the factory, and
+/// what L1 held.
+struct Fetch<F> {
+    options: HybridEntryOptions,
+    factory: F,
+    /// A stale value to fall back on (fail-safe).
+    stale: Option<Arc<L1Entry>>,
+    /// A suspect L1 entry that L2 may confirm.
+    confirm: Option<Arc<L1Entry>>,
+    /// An eager refresh: an L2 value past its own refresh point does not do.
+    eager: bool,
+    deadline: Instant,
 }
 
 /// `get_or_create` after an L1 miss on the hit path.
 pub(crate) async fn get_or_create_slow<R, E, F, Fut>(
-    inner: &Arc<Inner>,
+    engine: &Arc<Engine>,
     key: &str,
     options: &HybridEntryOptions,
     factory: F,
@@ -46,45 +68,60 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     check_options(options)?;
-    if let Err(error) = inner.check_key(key) {
+    if let Err(error) = engine.check_key(key) {
         tracing::warn!(key_len = key.len(), %error, "invalid cache key: running the factory uncached");
-        inner.stats.record(Event::FactoryRun);
+        engine.stats.record(Event::FactoryRun);
         return factory(FactoryContext::new(key, false))
             .await
             .map_err(|e| Error::factory(key, e));
     }
-    let mut stale = None;
+    Engine::ensure_tasks(engine);
+    let deadline = engine.budget();
+    let (mut stale, mut confirm) = (None, None);
     if options.reads_l1() {
-        match local::<R>(inner, key) {
-            Local::Serve(entry, eager) => {
+        match engine.classify::<R>(key) {
+            Local::Serve { entry, refresh } => {
                 if let Some(value) = entry.get::<R>() {
-                    inner.stats.l1_hit();
-                    if eager && !entry.eager_started.swap(true, Ordering::AcqRel) {
+                    engine.stats.l1_hit();
+                    if refresh && !entry.eager_started.swap(true, Ordering::AcqRel) {
                         tracing::debug!(key, "eager refresh");
-                        let (_flight, leader) = inner.flights.join(key, &inner.reads);
-                        if let Some(leader) = leader {
-                            spawn_fetch::<R, _, _, _>(
-                                inner,
-                                key,
-                                options,
-                                factory,
-                                Some(entry),
-                                true,
-                                leader,
-                            );
+                        let fetch = Fetch {
+                            options: options.clone(),
+                            factory,
+                            stale: Some(entry),
+                            confirm: None,
+                            eager: true,
+                            deadline: engine.budget(),
+                        };
+                        let tags = &options.tags;
+                        if let (_, Some(leader)) =
+                            engine.flights.join(key, tags, &engine.reads, &engine.order)
+                        {
+                            spawn_fetch::<R, _, _, _>(engine, key, fetch, leader);
                         }
                     }
                     return Ok(value);
                 }
             }
+            Local::Confirm(entry) => confirm = Some(entry),
             Local::Stale(entry) => stale = Some(entry),
             Local::Nothing => {}
         }
     }
     let stale = stale.filter(|_| options.fail_safe_max.is_some());
-    let (flight, leader) = inner.flights.join(key, &inner.reads);
+    let (flight, leader) = engine
+        .flights
+        .join(key, &options.tags, &engine.reads, &engine.order);
     if let Some(leader) = leader {
-        spawn_fetch::<R, _, _, _>(inner, key, options, factory, stale.clone(), false, leader);
+        let fetch = Fetch {
+            options: options.clone(),
+            factory,
+            stale: stale.clone(),
+            confirm,
+            eager: false,
+            deadline,
+        };
+        spawn_fetch::<R, _, _, _>(engine, key, fetch, leader);
     }
     let waited = flight.wait(key);
     let soft = options.soft_timeout.filter(|_| stale.is_some());
@@ -111,7 +148,7 @@ where
         }
     }?;
     if fetched.stale {
-        inner.stats.record(Event::StaleServed);
+        engine.stats.record(Event::StaleServed);
     }
     fetched
         .entry
@@ -119,260 +156,254 @@ where
         .ok_or_else(|| type_mismatch::<R>(key))
 }
 
-/// Classifies the L1 entry of `key` for the slow path, re-checking tags when
-/// the tag epoch moved.
-fn local<R: Repr>(inner: &Inner, key: &str) -> Local {
-    let Some(entry) = inner.l1.get(key) else {
-        return Local::Nothing;
-    };
-    let now = inner.clock.now_ms();
-    let tag_epoch = inner.tags.epoch();
-    if entry.tag_epoch.load(Ordering::Acquire) != tag_epoch {
-        if inner.tags.local_stale(entry.created_ms, &entry.tags) {
-            inner.l1.remove_if_same(key, &entry);
-            return Local::Nothing;
-        }
-        entry.tag_epoch.store(tag_epoch, Ordering::Release);
-    }
-    match entry.freshness(now, tag_epoch, inner.gap_epoch.load(Ordering::Acquire)) {
-        Freshness::Fresh => Local::Serve(entry, false),
-        Freshness::Eager => Local::Serve(entry, true),
-        Freshness::Check if entry.is_kept(now) && entry.get::<R>().is_some() => Local::Stale(entry),
-        Freshness::Check => {
-            inner.l1.remove_if_same(key, &entry);
-            Local::Nothing
-        }
-    }
-}
-
-/// Runs one fetch in its own task and publishes the outcome to the flight.
-fn spawn_fetch<R, E, F, Fut>(
-    inner: &Arc<Inner>,
-    key: &str,
-    options: &HybridEntryOptions,
-    factory: F,
-    stale: Option<Arc<L1Entry>>,
-    eager: bool,
-    leader: super::stampede::Leader,
-) where
-    R: Repr,
-    F: FnOnce(FactoryContext) -> Fut + Send + 'static,
-    Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let inner = Arc::clone(inner);
-    let key = key.to_owned();
-    let options = options.clone();
-    tokio::spawn(async move {
-        let marks = leader.marks();
-        let outcome =
-            run::<R, _, _, _>(&inner, &key, &options, factory, stale, eager, &marks).await;
-        leader.finish(outcome);
-    });
-}
-
-/// The body of a fetch: L2, then the factory, then write-back. Nothing is
-/// written once `marks` says the key was invalidated during the fetch.
-async fn run<R, E, F, Fut>(
-    inner: &Arc<Inner>,
-    key: &str,
-    options: &HybridEntryOptions,
-    factory: F,
-    l1_stale: Option<Arc<L1Entry>>,
-    eager: bool,
-    marks: &ReadMarks,
-) -> Outcome
+/// Runs one fetch in its own task, in the caller's span, and publishes the
+/// outcome to the flight.
+fn spawn_fetch<R, E, F, Fut>(engine: &Arc<Engine>, key: &str, fetch: Fetch<F>, leader: Leader)
 where
     R: Repr,
     F: FnOnce(FactoryContext) -> Fut + Send + 'static,
     Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let engine = Arc::clone(engine);
+    let key = key.to_owned();
+    tokio::spawn(
+        async move { run::<R, _, _, _>(&engine, &key, fetch, leader).await }
+            .instrument(tracing::Span::current()),
+    );
+}
+
+/// The body of a fetch: L2, then the factory, then L1, the waiters, and the
+/// L2 fill.
+async fn run<R, E, F, Fut>(engine: &Arc<Engine>, key: &str, fetch: Fetch<F>, leader: Leader)
+where
+    R: Repr,
+    F: FnOnce(FactoryContext) -> Fut + Send + 'static,
+    Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let Fetch {
+        options,
+        factory,
+        stale,
+        confirm,
+        eager,
+        deadline,
+    } = fetch;
+    let read_seq = leader.read_seq();
+    let mark = leader.mark();
     let fail_safe = options.fail_safe_max.is_some();
-    let mut stale = l1_stale.filter(|_| fail_safe);
-    if options.reads_l2() {
-        match inner
-            .l2
-            .get(&inner.clock, &inner.stats, &entry_key(key))
-            .await
+    let mut stale = stale.filter(|_| fail_safe);
+    let loaded = engine
+        .load::<R>(key, &options, read_seq, &mark, confirm.as_ref(), deadline)
+        .await;
+    let version = match loaded {
+        Loaded::Hit(entry) | Loaded::Confirmed(entry)
+            if !eager || engine.clock.now_ms() < entry.eager_at_ms =>
         {
-            Ok(Some(bytes)) => match read_l2::<R>(inner, key, &bytes, options).await {
-                Some((entry, fresh))
-                    if fresh && (!eager || inner.clock.now_ms() < entry.eager_at_ms) =>
-                {
-                    inner.stats.record(Event::L2Hit);
-                    let entry = Arc::new(entry);
-                    if options.writes_l1() {
-                        marks.write_unless_invalidated(&entry.tags, || {
-                            inner.l1.insert(key, Arc::clone(&entry));
-                        });
-                    }
-                    return Ok(Fetched {
-                        entry,
-                        stale: false,
-                    });
-                }
-                Some((entry, _))
-                    if fail_safe
-                        && stale
-                            .as_ref()
-                            .is_none_or(|s| s.created_ms < entry.created_ms) =>
-                {
-                    stale = Some(Arc::new(entry));
-                }
-                _ => {}
-            },
-            Ok(None) | Err(L2Failure::Absent | L2Failure::Failed) => {}
-        }
-    }
-    inner.stats.record(Event::Miss);
-    // Stamps taken before the factory starts: an invalidation recorded after
-    // this point may postdate the data the factory reads, so it must apply.
-    let created_ms = inner.creation_stamp();
-    let epochs = (inner.tags.epoch(), inner.gap_epoch.load(Ordering::Acquire));
-    let context = FactoryContext::new(key, stale.is_some());
-    inner.stats.record(Event::FactoryRun);
-    tracing::debug!(key, stale = stale.is_some(), eager, "running the factory");
-    match factory(context.clone()).await {
-        Ok(value) => {
-            let changes = context.finish();
-            let mut options = options.clone();
-            if let Some(expiration) = changes.expiration {
-                options.expiration = expiration;
-            }
-            options.tags.extend(changes.tags);
-            options.tags.sort_unstable();
-            options.tags.dedup();
-            let cache = !changes.dont_cache && !options.expiration.is_zero();
-            let entry = write::<R>(
-                inner, key, value, &options, created_ms, epochs, cache, marks,
-            )
-            .await;
-            Ok(Fetched {
+            engine.stats.record(Event::L2Hit);
+            return leader.finish(Ok(Fetched {
                 entry,
                 stale: false,
-            })
+            }));
         }
+        Loaded::Hit(_) | Loaded::Confirmed(_) => None,
+        Loaded::Miss { version, expired } => {
+            if let Some(expired) = expired
+                && fail_safe
+                && stale
+                    .as_ref()
+                    .is_none_or(|s| s.created_ms < expired.created_ms)
+            {
+                stale = Some(expired);
+            }
+            version
+        }
+    };
+    engine.stats.record(Event::Miss);
+    // The factory reads from here on: an invalidation learned before this
+    // point (a record read during the L2 load, say) is older than its value.
+    let read_seq = engine.order.begin_read();
+    let context = FactoryContext::new(key, stale.is_some());
+    engine.stats.record(Event::FactoryRun);
+    tracing::debug!(key, stale = stale.is_some(), eager, "running the factory");
+    let value = match factory(context.clone()).await {
+        Ok(value) => value,
         Err(error) => {
             let error = Error::factory(key, error);
-            let now = inner.clock.now_ms();
-            let gap = inner.gap_epoch.load(Ordering::Acquire);
-            let throttle = millis(options.fail_safe_throttle);
-            let fallback = stale
-                .filter(|s| s.is_kept(now))
-                .and_then(|s| s.throttled::<R>(now, throttle, gap));
-            match fallback {
-                Some(entry) => {
-                    tracing::warn!(key, %error, "factory failed: fail-safe serves the stale value");
-                    let entry = Arc::new(entry);
-                    if options.writes_l1() {
-                        marks.write_unless_invalidated(&entry.tags, || {
-                            inner.l1.insert(key, Arc::clone(&entry));
-                        });
-                    }
-                    Ok(Fetched { entry, stale: true })
-                }
-                None => {
-                    tracing::debug!(key, %error, "factory failed");
-                    Err(error)
+            return leader.finish(fail_safe_fallback::<R>(engine, key, &options, stale, error));
+        }
+    };
+    let changes = context.finish();
+    let mut options = options;
+    if let Some(expiration) = changes.expiration {
+        options.expiration = expiration;
+    }
+    options.tags.extend(changes.tags);
+    options.tags.sort_unstable();
+    options.tags.dedup();
+    let cache = !changes.dont_cache && !options.expiration.is_zero();
+    let encoded = if cache {
+        encode::<R>(engine, key, &value)
+    } else {
+        None
+    };
+    let times = Times::stored_at(engine.clock.now_ms(), &options);
+    let entry = Arc::new(engine.build_entry::<R>(
+        value,
+        NewEntry {
+            key,
+            options: &options,
+            times,
+            tags: options.tags.clone(),
+            read_seq,
+            l2_version: None,
+            payload_len: encoded.as_ref().map_or(0, |(_, p)| p.len() as u64),
+        },
+    ));
+    let cached =
+        encoded.is_some() && options.writes_l1() && engine.insert_l1(key, &entry, Some(&mark));
+    let invalidated = mark.is_set() || engine.order.changed_since(read_seq, &options.tags);
+    leader.finish(Ok(Fetched {
+        entry,
+        stale: false,
+    }));
+    if invalidated {
+        tracing::debug!(
+            key,
+            cached,
+            "invalidated during the fetch: value not cached"
+        );
+        return;
+    }
+    let Some((codec, payload)) = encoded else {
+        return;
+    };
+    // The fill is checked against the version the load read. A call that
+    // skipped the L2 read (a forced refresh) overwrites instead; a load that
+    // failed leaves nothing to check against, and L2 is left alone.
+    let skipped_read = !options.reads_l2() && engine.l2.is_configured();
+    if options.writes_l2()
+        && (version.is_some() || skipped_read)
+        && !engine.propagator.is_pending_key(key)
+    {
+        let bytes = fill_bytes(engine, codec, payload, times, &options.tags, read_seq);
+        let l2_key = entry_key(key);
+        let landed = match &version {
+            Some(version) => {
+                engine
+                    .l2
+                    .write_if(&l2_key, bytes, &l2_options(&options), version)
+                    .await
+            }
+            None => engine
+                .l2
+                .write(&l2_key, bytes, &l2_options(&options))
+                .await
+                .map(|()| true),
+        };
+        match landed {
+            Ok(true) => {
+                if let Some(notices) = &engine.notices {
+                    let evict = BackplaneMessage::Evict {
+                        key: key.to_owned(),
+                    };
+                    // A fill changes nothing peers must know: a lost notice is fine.
+                    let _ = notices.publish(evict).await;
                 }
             }
+            Ok(false) => tracing::debug!(key, "the key changed in L2 during the fetch: not filled"),
+            Err(_) => {}
         }
     }
 }
 
-/// Decodes an L2 value into an L1 entry, with whether it is logically fresh.
-/// `None` for anything unusable: not an envelope, unknown codec, tag-stale,
-/// undecodable as `T`.
-async fn read_l2<R: Repr>(
-    inner: &Inner,
-    key: &str,
-    bytes: &Bytes,
-    options: &HybridEntryOptions,
-) -> Option<(L1Entry, bool)> {
-    let epochs = (inner.tags.epoch(), inner.gap_epoch.load(Ordering::Acquire));
-    let Some(envelope) = Envelope::decode(bytes) else {
-        tracing::warn!(
-            key,
-            "the L2 value is not a Strata envelope: treated as a miss"
-        );
-        return None;
-    };
-    inner
-        .tags
-        .refresh_from_l2(&envelope.tags, &inner.l2, &inner.clock, &inner.stats)
-        .await;
-    if inner.tags.local_stale(envelope.created_ms, &envelope.tags) {
-        return None;
+/// Encodes a factory's value for L2; `None` (logged) when it does not encode
+/// or is over the payload limit: the value is then served but not cached.
+fn encode<R: Repr>(engine: &Engine, key: &str, value: &R::Value) -> Option<(u8, bytes::Bytes)> {
+    match R::encode(engine.settings.codec, value) {
+        Ok((codec, payload)) if payload.len() <= engine.settings.max_payload_bytes => {
+            Some((codec, payload))
+        }
+        Ok((_, payload)) => {
+            let error =
+                super::codec::too_large(key, payload.len(), engine.settings.max_payload_bytes);
+            tracing::warn!(key, %error, "value not cached");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(key, %error, "value not cached");
+            None
+        }
     }
-    let payload_len = envelope.payload.len() as u64;
-    // Zero copy for raw bytes: the payload is a slice of the L2 buffer.
-    let value = match R::decode(envelope.codec, envelope.payload) {
-        Ok(value) => value,
-        Err(Undecodable::OtherCodec(codec)) => {
-            tracing::debug!(
-                key,
-                codec,
-                "the L2 value has another codec than asked for: treated as a miss"
-            );
-            return None;
+}
+
+/// A failed factory: the stale value when fail-safe keeps one (throttled in
+/// L1 so the factory is not hammered), else the error.
+fn fail_safe_fallback<R: Repr>(
+    engine: &Engine,
+    key: &str,
+    options: &HybridEntryOptions,
+    stale: Option<Arc<L1Entry>>,
+    error: Error,
+) -> Outcome {
+    let now = engine.clock.now_ms();
+    let throttle = millis(options.fail_safe_throttle);
+    let epoch = engine.order.epoch();
+    let fallback = stale
+        .filter(|s| s.is_kept(now))
+        .and_then(|s| s.throttled::<R>(now, throttle, epoch));
+    match fallback {
+        Some(entry) => {
+            tracing::warn!(key, %error, "factory failed: fail-safe serves the stale value");
+            let entry = Arc::new(entry);
+            if options.writes_l1() {
+                engine.insert_l1(key, &entry, None);
+            }
+            Ok(Fetched { entry, stale: true })
         }
-        Err(Undecodable::Invalid(error)) => {
-            tracing::warn!(key, %error, "the L2 value does not decode: treated as a miss");
-            return None;
+        None => {
+            tracing::debug!(key, %error, "factory failed");
+            Err(error)
         }
-    };
-    let now = inner.clock.now_ms();
-    let fresh = now < envelope.logical_expiry_ms;
-    let times = Times {
-        created_ms: envelope.created_ms,
-        logical_expiry_ms: envelope.logical_expiry_ms,
-    };
-    let entry = new_entry::<R>(
-        inner,
-        key,
-        value,
-        times,
-        envelope.tags,
-        options,
-        payload_len,
-        epochs,
-    );
-    Some((entry, fresh))
+    }
 }
 
 /// `get` after an L1 miss: L2 only.
-pub(crate) async fn get_slow<R: Repr>(inner: &Arc<Inner>, key: &str) -> Result<Option<R::Value>> {
-    let options = &inner.defaults;
-    if let Local::Serve(entry, _) = local::<R>(inner, key)
-        && let Some(value) = entry.get::<R>()
-    {
-        inner.stats.l1_hit();
-        return Ok(Some(value));
-    }
-    if !inner.l2.is_configured() {
-        return Ok(None);
-    }
+pub(crate) async fn get_slow<R: Repr>(engine: &Arc<Engine>, key: &str) -> Result<Option<R::Value>> {
+    Engine::ensure_tasks(engine);
+    let deadline = engine.budget();
+    let options = &engine.settings.defaults;
+    let confirm = match engine.classify::<R>(key) {
+        Local::Serve { entry, .. } => {
+            if let Some(value) = entry.get::<R>() {
+                engine.stats.l1_hit();
+                return Ok(Some(value));
+            }
+            None
+        }
+        Local::Confirm(entry) => Some(entry),
+        Local::Stale(_) | Local::Nothing => None,
+    };
     // Registered before the L2 read: a remove landing after it keeps the
     // value read from L2 out of L1.
-    let read = inner.reads.start(key);
-    let Ok(Some(bytes)) = inner
-        .l2
-        .get(&inner.clock, &inner.stats, &entry_key(key))
+    let read = engine.reads.start(key);
+    let read_seq = engine.order.begin_read();
+    match engine
+        .load::<R>(
+            key,
+            options,
+            read_seq,
+            read.mark(),
+            confirm.as_ref(),
+            deadline,
+        )
         .await
-    else {
-        return Ok(None);
-    };
-    match read_l2::<R>(inner, key, &bytes, options).await {
-        Some((entry, true)) => {
-            inner.stats.record(Event::L2Hit);
-            let value = entry.get::<R>();
-            let entry = Arc::new(entry);
-            read.marks().write_unless_invalidated(&entry.tags, || {
-                inner.l1.insert(key, Arc::clone(&entry));
-            });
-            Ok(value)
+    {
+        Loaded::Hit(entry) | Loaded::Confirmed(entry) => {
+            engine.stats.record(Event::L2Hit);
+            Ok(entry.get::<R>())
         }
-        _ => Ok(None),
+        Loaded::Miss { .. } => Ok(None),
     }
 }

@@ -42,43 +42,61 @@ pub(crate) struct L1Entry {
     pub(crate) eager_at_ms: u64,
     pub(crate) eager_started: AtomicBool,
     pub(crate) tags: Box<[String]>,
-    /// The tag epoch the entry was last checked against (see `tags`).
-    pub(crate) tag_epoch: AtomicU64,
-    /// The backplane gap epoch the entry was read or written in (see `listener`).
-    pub(crate) gap_epoch: u64,
+    /// The local sequence number the read that produced the value began at
+    /// (see `order`).
+    pub(crate) read_seq: u64,
+    /// The epoch the entry was last checked at; the hit path serves it only
+    /// while the epoch is unchanged. [`UNCHECKED`] for never.
+    pub(crate) checked: AtomicU64,
+    /// The sequence number at which L2 last confirmed the entry (its read,
+    /// or a later confirmation of its version after a gap).
+    pub(crate) confirmed_seq: AtomicU64,
+    /// The version token L2 held for this value, when it came from L2.
+    pub(crate) l2_version: Option<u64>,
     /// Encoded payload size in bytes, for the weigher.
     pub(crate) payload_len: u64,
 }
 
+/// The `checked` of an entry the hit path must not serve before a check.
+pub(crate) const UNCHECKED: u64 = u64::MAX;
+
 /// The outcome of checking an entry on the hit path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Freshness {
+pub(crate) enum Verdict {
     /// Serve it.
-    Fresh,
-    /// Serve it and refresh in the background.
-    Eager,
-    /// Do not serve it as is: expired, suspect after a gap, or a tag changed.
-    Check,
+    Serve,
+    /// Serve it and refresh it in the background.
+    ServeAndRefresh,
+    /// Do not serve it as it is: expired, or the epoch moved since it was
+    /// checked (a tag may have been invalidated, a gap may have made it
+    /// suspect). The slow path decides.
+    Revalidate,
 }
 
 impl L1Entry {
-    /// Checks the deadlines and epochs against `now`. Sliding entries slide.
+    /// Checks the deadlines and the epoch at `now`. Sliding entries slide.
     #[inline]
-    pub(crate) fn freshness(&self, now: u64, tag_epoch: u64, gap_epoch: u64) -> Freshness {
-        if self.gap_epoch != gap_epoch || self.tag_epoch.load(Ordering::Relaxed) != tag_epoch {
-            return Freshness::Check;
+    pub(crate) fn verdict(&self, now: u64, epoch: u64) -> Verdict {
+        if self.checked.load(Ordering::Relaxed) != epoch {
+            return Verdict::Revalidate;
         }
+        self.verdict_by_time(now)
+    }
+
+    /// The verdict on deadlines alone, for an entry whose tags were just checked.
+    #[inline]
+    pub(crate) fn verdict_by_time(&self, now: u64) -> Verdict {
         if now >= self.fresh_until_ms.load(Ordering::Relaxed) {
-            return Freshness::Check;
+            return Verdict::Revalidate;
         }
         if self.sliding_ms != 0 {
             let slid = now.saturating_add(self.sliding_ms).min(self.fresh_cap_ms);
             self.fresh_until_ms.fetch_max(slid, Ordering::Relaxed);
         }
         if now >= self.eager_at_ms {
-            return Freshness::Eager;
+            return Verdict::ServeAndRefresh;
         }
-        Freshness::Fresh
+        Verdict::Serve
     }
 
     /// True while the entry may serve as a fail-safe fallback.
@@ -94,12 +112,7 @@ impl L1Entry {
 
     /// A copy of this entry that L1 serves for `throttle` from `now`: what a
     /// failed refresh leaves behind under fail-safe.
-    pub(crate) fn throttled<R: Repr>(
-        &self,
-        now: u64,
-        throttle: u64,
-        gap_epoch: u64,
-    ) -> Option<Self> {
+    pub(crate) fn throttled<R: Repr>(&self, now: u64, throttle: u64, epoch: u64) -> Option<Self> {
         let value = self.get::<R>()?;
         let until = now
             .saturating_add(throttle)
@@ -115,8 +128,10 @@ impl L1Entry {
             eager_at_ms: u64::MAX,
             eager_started: AtomicBool::new(false),
             tags: self.tags.clone(),
-            tag_epoch: AtomicU64::new(self.tag_epoch.load(Ordering::Relaxed)),
-            gap_epoch,
+            read_seq: self.read_seq,
+            checked: AtomicU64::new(epoch),
+            confirmed_seq: AtomicU64::new(self.confirmed_seq.load(Ordering::Relaxed)),
+            l2_version: self.l2_version,
             payload_len: self.payload_len,
         })
     }
@@ -132,7 +147,7 @@ fn weight(key: &str, entry: &L1Entry) -> u64 {
 /// (the heaviest entry it keeps) small.
 const MAX_SHARDS: usize = 64;
 
-/// The bounded L1 map. Shared by all clones of a cache through `Inner`.
+/// The bounded L1 map. Shared by all clones of a cache through the engine.
 #[derive(Debug)]
 pub(crate) struct L1 {
     map: ShardedMap<Arc<L1Entry>>,
@@ -198,7 +213,7 @@ impl L1 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hybrid::repr::Typed;
+    use crate::hybrid::repr::Serde;
 
     fn entry(payload_len: u64) -> Arc<L1Entry> {
         Arc::new(L1Entry {
@@ -212,22 +227,25 @@ mod tests {
             eager_at_ms: 40,
             eager_started: AtomicBool::new(false),
             tags: Box::new([]),
-            tag_epoch: AtomicU64::new(0),
-            gap_epoch: 0,
+            read_seq: 0,
+            checked: AtomicU64::new(0),
+            confirmed_seq: AtomicU64::new(0),
+            l2_version: None,
             payload_len,
         })
     }
 
     #[test]
-    fn freshness_follows_deadlines_and_epochs() {
+    fn verdict_follows_deadlines_and_the_epoch() {
         let e = entry(1);
-        assert_eq!(e.freshness(10, 0, 0), Freshness::Fresh);
-        assert_eq!(e.freshness(45, 0, 0), Freshness::Eager);
-        assert_eq!(e.freshness(50, 0, 0), Freshness::Check);
-        assert_eq!(e.freshness(10, 1, 0), Freshness::Check);
-        assert_eq!(e.freshness(10, 0, 1), Freshness::Check);
-        assert_eq!(e.get::<Typed<u32>>(), Some(7));
-        assert_eq!(e.get::<Typed<u64>>(), None);
+        assert_eq!(e.verdict(10, 0), Verdict::Serve);
+        assert_eq!(e.verdict(45, 0), Verdict::ServeAndRefresh);
+        assert_eq!(e.verdict(50, 0), Verdict::Revalidate);
+        assert_eq!(e.verdict(10, 1), Verdict::Revalidate);
+        e.checked.store(UNCHECKED, Ordering::Relaxed);
+        assert_eq!(e.verdict(10, 0), Verdict::Revalidate);
+        assert_eq!(e.get::<Serde<u32>>(), Some(7));
+        assert_eq!(e.get::<Serde<u64>>(), None);
     }
 
     #[test]

@@ -1,112 +1,43 @@
-//! L2 access: every call bounded by a timeout and guarded by a circuit
-//! breaker, failures logged (rate-limited) and counted, never returned to the
-//! caller of `get_or_create`.
+//! [`L2`]: the optional shared layer of a cache, as the engine uses it.
 //!
-//! The breaker opens after `threshold` consecutive failures and skips L2 for
-//! the cool-down; then it is half-open: one call probes, success closes it,
-//! failure opens it again. The backplane publisher uses the same breaker.
-//! State is a few atomics: the hot path reads one of them.
+//! Every call is bounded: reads by the caller's deadline (one budget for the
+//! whole call, see `cache`), writes by `l2_timeout` (they run in propagation
+//! jobs, not in callers). Every call goes through the L2 circuit breaker, and
+//! failures are counted and logged there, never returned to a caller of
+//! `get_or_create`. What a failed or skipped write means is decided by the
+//! propagation jobs (`propagate`): they keep it for replay.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
-use super::clock::{Clock, millis};
+use super::breaker::Breaker;
+use super::clock::Clock;
 use super::stats::{Event, Stats};
-use crate::distributed::DistributedCache;
-use crate::error::{Error, ErrorKind, Result};
+use crate::distributed::{DistributedCache, Version, Versioned};
+use crate::error::{Error, ErrorKind};
 use crate::options::EntryOptions;
 
-/// Consecutive failures that open a breaker, by default.
-pub(crate) const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
-/// How long an open breaker skips its component, by default.
-pub(crate) const DEFAULT_BREAKER_COOL_DOWN: Duration = Duration::from_secs(10);
-/// Warnings of one component are logged at most this often.
-const WARN_EVERY_MS: u64 = 1_000;
-
-/// A circuit breaker plus a rate limiter of warnings.
-#[derive(Debug)]
-pub(crate) struct Breaker {
-    name: &'static str,
-    threshold: u32,
-    cool_down_ms: u64,
-    failures: AtomicU32,
-    /// 0 when closed; else the time the breaker may half-open.
-    open_until_ms: AtomicU64,
-    probing: AtomicBool,
-    last_warn_ms: AtomicU64,
+/// Why an L2 call produced nothing.
+#[derive(Debug, Clone)]
+pub(crate) enum L2Error {
+    /// No L2 configured.
+    Absent,
+    /// The breaker is open: the call was not made.
+    Skipped,
+    /// The call failed or ran out of time (logged and counted by the breaker).
+    Failed,
 }
 
-impl Breaker {
-    pub(crate) fn new(name: &'static str, threshold: u32, cool_down: Duration) -> Self {
-        Self {
-            name,
-            threshold: threshold.max(1),
-            cool_down_ms: millis(cool_down),
-            failures: AtomicU32::new(0),
-            open_until_ms: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
-            last_warn_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// May a call go through now?
-    pub(crate) fn allow(&self, now: u64) -> bool {
-        let until = self.open_until_ms.load(Ordering::Acquire);
-        if until == 0 {
-            return true;
-        }
-        if now < until {
-            return false;
-        }
-        // Half-open: one probe at a time.
-        self.probing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    }
-
-    pub(crate) fn success(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-        if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
-            tracing::info!(component = self.name, "circuit breaker closed");
-        }
-        self.probing.store(false, Ordering::Release);
-    }
-
-    pub(crate) fn failure(&self, now: u64, operation: &str, key: &str, error: &Error) {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= self.threshold {
-            self.open_until_ms
-                .store(now.saturating_add(self.cool_down_ms), Ordering::Release);
-        }
-        self.probing.store(false, Ordering::Release);
-        let last = self.last_warn_ms.load(Ordering::Relaxed);
-        if now >= last.saturating_add(WARN_EVERY_MS)
-            && self
-                .last_warn_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                component = self.name,
-                operation,
-                key,
-                consecutive_failures = failures,
-                breaker_open = failures >= self.threshold,
-                error = %error,
-                "cache layer failed; carrying on without it"
-            );
-        }
-    }
-}
-
-/// The optional L2 of a cache.
+/// The optional L2 of a cache, with its timeout and breaker.
 pub(crate) struct L2 {
     cache: Option<Arc<dyn DistributedCache>>,
     timeout: Duration,
     breaker: Breaker,
+    clock: Clock,
+    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for L2 {
@@ -115,17 +46,8 @@ impl std::fmt::Debug for L2 {
             .field("configured", &self.cache.is_some())
             .field("timeout", &self.timeout)
             .field("breaker", &self.breaker)
-            .finish()
+            .finish_non_exhaustive()
     }
-}
-
-/// Why an L2 call produced nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum L2Failure {
-    /// No L2 configured.
-    Absent,
-    /// The call failed, timed out or was skipped by the open breaker.
-    Failed,
 }
 
 impl L2 {
@@ -133,11 +55,15 @@ impl L2 {
         cache: Option<Arc<dyn DistributedCache>>,
         timeout: Duration,
         breaker: Breaker,
+        clock: Clock,
+        stats: Arc<Stats>,
     ) -> Self {
         Self {
             cache,
             timeout,
             breaker,
+            clock,
+            stats,
         }
     }
 
@@ -145,72 +71,103 @@ impl L2 {
         self.cache.is_some()
     }
 
-    pub(crate) async fn get(
-        &self,
-        clock: &Clock,
-        stats: &Stats,
-        key: &str,
-    ) -> Result<Option<Bytes>, L2Failure> {
-        self.call(
-            clock,
-            stats,
-            "get",
-            key,
-            |c| async move { c.get(key).await },
-        )
-        .await
+    /// True while the breaker refuses calls.
+    pub(crate) fn is_open(&self) -> bool {
+        self.breaker.is_open(self.clock.coarse_ms())
     }
 
-    pub(crate) async fn set(
+    /// The bound of one L2 call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Reads an entry and its version, by `deadline`.
+    pub(crate) async fn read(&self, key: &str, deadline: Instant) -> Result<Versioned, L2Error> {
+        self.call("get", key, deadline, |c| c.get_versioned(key))
+            .await
+    }
+
+    /// Reads several records in one round trip, by `deadline`.
+    pub(crate) async fn read_many(
         &self,
-        clock: &Clock,
-        stats: &Stats,
+        keys: &[&str],
+        deadline: Instant,
+    ) -> Result<Vec<Option<Bytes>>, L2Error> {
+        let first = keys.first().copied().unwrap_or("");
+        self.call("get_many", first, deadline, |c| c.get_many(keys))
+            .await
+    }
+
+    /// Stores an entry unconditionally (an explicit `set`).
+    pub(crate) async fn write(
+        &self,
         key: &str,
         value: Bytes,
         options: &EntryOptions,
-    ) -> Result<(), L2Failure> {
-        self.call(clock, stats, "set", key, |c| async move {
-            c.set(key, value, options).await
+    ) -> Result<(), L2Error> {
+        self.call("set", key, self.own_deadline(), |c| {
+            c.set(key, value, options)
         })
         .await
     }
 
-    pub(crate) async fn remove(
+    /// Stores an entry if its version is still `expected` (a fill).
+    pub(crate) async fn write_if(
         &self,
-        clock: &Clock,
-        stats: &Stats,
         key: &str,
-    ) -> Result<(), L2Failure> {
-        self.call(clock, stats, "remove", key, |c| async move {
-            c.remove(key).await
+        value: Bytes,
+        options: &EntryOptions,
+        expected: &Version,
+    ) -> Result<bool, L2Error> {
+        self.call("set_if_version", key, self.own_deadline(), |c| {
+            c.set_if_version(key, value, options, expected)
         })
         .await
+    }
+
+    /// Removes an entry (a tombstone in the backend).
+    pub(crate) async fn remove(&self, key: &str) -> Result<(), L2Error> {
+        self.call("remove", key, self.own_deadline(), |c| c.remove(key))
+            .await
+    }
+
+    /// Advances a stamp record.
+    pub(crate) async fn stamp(&self, key: &str, options: &EntryOptions) -> Result<u64, L2Error> {
+        self.call("next_stamp", key, self.own_deadline(), |c| {
+            c.next_stamp(key, options)
+        })
+        .await
+    }
+
+    fn own_deadline(&self) -> Instant {
+        Instant::now() + self.timeout
     }
 
     async fn call<'a, R, F, Fut>(
         &'a self,
-        clock: &Clock,
-        stats: &Stats,
         operation: &'static str,
         key: &str,
+        deadline: Instant,
         f: F,
-    ) -> Result<R, L2Failure>
+    ) -> Result<R, L2Error>
     where
         F: FnOnce(&'a Arc<dyn DistributedCache>) -> Fut,
-        Fut: std::future::Future<Output = Result<R>>,
+        Fut: std::future::Future<Output = crate::error::Result<R>>,
     {
         let Some(cache) = &self.cache else {
-            return Err(L2Failure::Absent);
+            return Err(L2Error::Absent);
         };
-        if !self.breaker.allow(clock.coarse_ms()) {
-            return Err(L2Failure::Failed);
-        }
-        let outcome = match tokio::time::timeout(self.timeout, f(cache)).await {
+        let Some(pass) = self.breaker.pass(self.clock.coarse_ms()) else {
+            return Err(L2Error::Skipped);
+        };
+        let deadline = deadline.min(Instant::now() + self.timeout);
+        let outcome = match tokio::time::timeout_at(deadline, f(cache)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "L2 {operation} took over {:?}: check the backend, or raise \
+                    "L2 {operation} did not answer in time (at most {:?} per call, less when \
+                     the caller's budget was spent): check the backend, or raise \
                      HybridCacheBuilder::l2_timeout",
                     self.timeout
                 ),
@@ -218,37 +175,14 @@ impl L2 {
         };
         match outcome {
             Ok(value) => {
-                self.breaker.success();
+                pass.success();
                 Ok(value)
             }
             Err(error) => {
-                stats.record(Event::L2Error);
-                self.breaker.failure(clock.now_ms(), operation, key, &error);
-                Err(L2Failure::Failed)
+                self.stats.record(Event::L2Error);
+                pass.failure(self.clock.now_ms(), operation, key, &error);
+                Err(L2Error::Failed)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn breaker_opens_then_half_opens_for_one_probe() {
-        let b = Breaker::new("test", 2, Duration::from_millis(100));
-        let err = Error::new(ErrorKind::Unavailable, "down");
-        assert!(b.allow(0));
-        b.failure(0, "get", "k", &err);
-        assert!(b.allow(1));
-        b.failure(1, "get", "k", &err);
-        assert!(!b.allow(50));
-        assert!(b.allow(101), "half-open lets one probe through");
-        assert!(!b.allow(102), "only one probe at a time");
-        b.failure(102, "get", "k", &err);
-        assert!(!b.allow(150));
-        assert!(b.allow(203));
-        b.success();
-        assert!(b.allow(204) && b.allow(205));
     }
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use super::cache::{HybridCache, check_options};
 use super::options::HybridEntryOptions;
+use super::propagate::Propagation;
 use super::repr::Raw;
 use super::{FactoryContext, fetch, write};
 #[cfg(doc)]
@@ -63,11 +64,11 @@ impl HybridCache {
         E: std::error::Error + Send + Sync + 'static,
     {
         if options.reads_l1()
-            && let Some(value) = self.inner.l1_fresh::<Raw>(key)
+            && let Some(value) = self.engine.l1_fresh::<Raw>(key)
         {
             return Ok(value);
         }
-        fetch::get_or_create_slow::<Raw, _, _, _>(&self.inner, key, options, factory).await
+        fetch::get_or_create_slow::<Raw, _, _, _>(&self.engine, key, options, factory).await
     }
 
     /// [`get`](Self::get) for pre-encoded bytes: the bytes of `key` from L1
@@ -78,11 +79,11 @@ impl HybridCache {
     /// [`ErrorKind::InvalidKey`] for an empty or too long key. L2 failures are
     /// a miss, not an error.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>> {
-        if let Some(value) = self.inner.l1_fresh::<Raw>(key) {
+        if let Some(value) = self.engine.l1_fresh::<Raw>(key) {
             return Ok(Some(value));
         }
-        self.inner.check_key(key)?;
-        fetch::get_slow::<Raw>(&self.inner, key).await
+        self.engine.check_key(key)?;
+        fetch::get_slow::<Raw>(&self.engine, key).await
     }
 
     /// [`set`](Self::set) for pre-encoded bytes: stores `value` as it is under
@@ -98,9 +99,9 @@ impl HybridCache {
         key: &str,
         value: Bytes,
         options: &HybridEntryOptions,
-    ) -> Result<()> {
-        self.inner.check_key(key)?;
+    ) -> Result<Propagation> {
+        self.engine.check_key(key)?;
         check_options(options)?;
-        write::set::<Raw>(&self.inner, key, value, options).await
+        write::set::<Raw>(&self.engine, key, value, options).await
     }
 }

@@ -1,4 +1,4 @@
-//! How a cached value is represented: [`Typed`] values go through the cache's
+//! How a cached value is represented: [`Serde`] values go through the cache's
 //! codec, [`Raw`] bytes are stored as they are (codec id 0 in the envelope).
 //!
 //! Both share every other part of the cache (stampede protection, tags,
@@ -48,9 +48,9 @@ pub(crate) trait Repr: Send + Sync + 'static {
 }
 
 /// Serde values, encoded with the cache's codec.
-pub(crate) struct Typed<T>(PhantomData<fn() -> T>);
+pub(crate) struct Serde<T>(PhantomData<fn() -> T>);
 
-impl<T> Repr for Typed<T>
+impl<T> Repr for Serde<T>
 where
     T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -128,24 +128,24 @@ mod tests {
     fn raw_and_typed_do_not_read_each_other() {
         let raw = Raw::store(Bytes::from_static(b"[1,2]"));
         assert_eq!(Raw::load(&*raw), Some(Bytes::from_static(b"[1,2]")));
-        assert_eq!(Typed::<Bytes>::load(&*raw), None);
-        assert_eq!(Typed::<Vec<u8>>::load(&*raw), None);
-        let typed = Typed::<Bytes>::store(Bytes::from_static(b"x"));
+        assert_eq!(Serde::<Bytes>::load(&*raw), None);
+        assert_eq!(Serde::<Vec<u8>>::load(&*raw), None);
+        let typed = Serde::<Bytes>::store(Bytes::from_static(b"x"));
         assert_eq!(Raw::load(&*typed), None);
 
         let (id, payload) = Raw::encode(CodecChoice::Json, &Bytes::from_static(b"[1,2]")).unwrap();
         assert_eq!(id, RAW_CODEC_ID);
         assert!(matches!(
-            Typed::<Vec<u8>>::decode(id, payload.clone()),
+            Serde::<Vec<u8>>::decode(id, payload.clone()),
             Err(Undecodable::OtherCodec(0))
         ));
-        let (json, payload) = Typed::<Vec<u8>>::encode(CodecChoice::Json, &vec![1, 2]).unwrap();
+        let (json, payload) = Serde::<Vec<u8>>::encode(CodecChoice::Json, &vec![1, 2]).unwrap();
         assert!(matches!(
             Raw::decode(json, payload),
             Err(Undecodable::OtherCodec(1))
         ));
         assert!(matches!(
-            Typed::<u32>::decode(json, Bytes::from_static(b"\"x\"")),
+            Serde::<u32>::decode(json, Bytes::from_static(b"\"x\"")),
             Err(Undecodable::Invalid(_))
         ));
     }

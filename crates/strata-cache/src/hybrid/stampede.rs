@@ -7,9 +7,9 @@
 //! is behind a std `Mutex`: it is held for one map operation, never across an
 //! await, and flights are rare next to hits (which never touch it).
 //!
-//! Each fetch is also a running read (see `invalidation`): a flight whose key
-//! was invalidated since it started is not joined; a caller arriving then
-//! starts a new fetch.
+//! Each fetch is also a running read (see `reads`): a flight whose key was
+//! invalidated since it started (or one of its tags, or `clear`: see
+//! `order`) is not joined; a caller arriving then starts a new fetch.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-use super::invalidation::{ReadMarks, Reads, RunningRead};
 use super::l1::L1Entry;
+use super::order::Order;
+use super::reads::{ReadMark, Reads, RunningRead};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A fetch's result: the entry (cached or not) and whether it is a stale
@@ -30,14 +31,16 @@ pub(crate) struct Fetched {
 }
 
 pub(crate) type Outcome = Result<Fetched>;
-type Slot = Option<Outcome>;
+type Outcomes = Option<Outcome>;
 
-/// One flight in the map: its id, its outcome channel, its invalidation marks.
+/// One flight in the map: its id, its outcome channel, where its read began.
 #[derive(Debug)]
 struct Running {
     id: u64,
-    receiver: watch::Receiver<Slot>,
-    marks: Arc<ReadMarks>,
+    receiver: watch::Receiver<Outcomes>,
+    mark: Arc<ReadMark>,
+    read_seq: u64,
+    tags: Vec<String>,
 }
 
 /// The fetches in flight, by key.
@@ -53,28 +56,33 @@ pub(crate) struct Leader {
     flights: Arc<Flights>,
     key: String,
     id: u64,
-    sender: watch::Sender<Slot>,
+    sender: watch::Sender<Outcomes>,
     read: RunningRead,
+    read_seq: u64,
 }
 
 /// A caller's wait on a flight.
 #[derive(Debug)]
 pub(crate) struct Flight {
-    receiver: watch::Receiver<Slot>,
+    receiver: watch::Receiver<Outcomes>,
 }
 
 impl Flights {
     /// Joins the flight of `key`, or starts one (registered in `reads` from
-    /// now on) and returns its leader too. A flight invalidated since it
-    /// started is not joined: it is replaced by a new one.
+    /// now on, its read beginning now in `order`) and returns its leader too.
+    /// A flight invalidated since it started is not joined: it is replaced by
+    /// a new one.
     pub(crate) fn join(
         self: &Arc<Self>,
         key: &str,
+        tags: &[String],
         reads: &Arc<Reads>,
+        order: &Order,
     ) -> (Flight, Option<Leader>) {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(running) = map.get(key)
-            && !running.marks.is_marked()
+            && !running.mark.is_set()
+            && !order.changed_since(running.read_seq, &running.tags)
         {
             return (
                 Flight {
@@ -86,10 +94,13 @@ impl Flights {
         let (sender, receiver) = watch::channel(None);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let read = reads.start(key);
+        let read_seq = order.begin_read();
         let running = Running {
             id,
             receiver: receiver.clone(),
-            marks: Arc::clone(read.marks()),
+            mark: Arc::clone(read.mark()),
+            read_seq,
+            tags: tags.to_vec(),
         };
         // Replaces an invalidated flight: its leader still finishes for its
         // own waiters, and its drop leaves this entry alone (ids differ).
@@ -100,6 +111,7 @@ impl Flights {
             id,
             sender,
             read,
+            read_seq,
         };
         (Flight { receiver }, Some(leader))
     }
@@ -115,9 +127,14 @@ impl Flights {
 }
 
 impl Leader {
-    /// What happened to the key since the fetch started.
-    pub(crate) fn marks(&self) -> Arc<ReadMarks> {
-        Arc::clone(self.read.marks())
+    /// Whether the key was invalidated since the fetch started.
+    pub(crate) fn mark(&self) -> Arc<ReadMark> {
+        Arc::clone(self.read.mark())
+    }
+
+    /// The sequence number the fetch's read began at (see `order`).
+    pub(crate) fn read_seq(&self) -> u64 {
+        self.read_seq
     }
 
     /// Hands the outcome to every waiter and ends the flight.
@@ -172,8 +189,9 @@ mod tests {
     async fn a_dropped_leader_ends_the_flight_with_an_error() {
         let flights = Arc::new(Flights::default());
         let reads = Arc::new(Reads::default());
-        let (flight, leader) = flights.join("k", &reads);
-        let (second, none) = flights.join("k", &reads);
+        let order = Order::new(false, false);
+        let (flight, leader) = flights.join("k", &[], &reads, &order);
+        let (second, none) = flights.join("k", &[], &reads, &order);
         assert!(none.is_none());
         assert!(flights.is_running("k"));
         drop(leader);
@@ -189,19 +207,24 @@ mod tests {
     async fn an_invalidated_flight_is_not_joined() {
         let flights = Arc::new(Flights::default());
         let reads = Arc::new(Reads::default());
-        let (_first, old) = flights.join("k", &reads);
+        let order = Order::new(false, false);
+        let tags = ["t".to_owned()];
+        let (_first, old) = flights.join("k", &tags, &reads, &order);
         let old = old.expect("a leader");
         reads.key_changed("k");
-        let (_second, new) = flights.join("k", &reads);
+        let (_second, new) = flights.join("k", &tags, &reads, &order);
         let new = new.expect("a new leader after the invalidation");
-        let (_third, none) = flights.join("k", &reads);
+        let (_third, none) = flights.join("k", &tags, &reads, &order);
         assert!(none.is_none(), "the new flight is joined");
         drop(old);
         assert!(
             flights.is_running("k"),
             "the old leader leaves the new flight alone"
         );
-        drop(new);
+        order.invalidate(crate::hybrid::order::Scope::Tag("t"));
+        let (_fourth, newer) = flights.join("k", &tags, &reads, &order);
+        assert!(newer.is_some(), "a tag invalidated since the flight began");
+        drop((new, newer));
         assert!(!flights.is_running("k"));
     }
 }

@@ -18,7 +18,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 
 /// Slots of the L1 hit counter.
 const STRIPES: usize = 64;
@@ -53,6 +53,11 @@ pub struct HybridStats {
     l2_errors: u64,
     backplane_sent: u64,
     backplane_received: u64,
+    corrupt_entries: u64,
+    deferred_operations: u64,
+    replayed_operations: u64,
+    pending_operations: u64,
+    gaps: u64,
 }
 
 impl HybridStats {
@@ -88,6 +93,29 @@ impl HybridStats {
     pub fn backplane_received(&self) -> u64 {
         self.backplane_received
     }
+    /// L2 values under this cache's keys that were truncated or did not
+    /// match their checksum (each was treated as a miss).
+    pub fn corrupt_entries(&self) -> u64 {
+        self.corrupt_entries
+    }
+    /// Writes and invalidations whose L2 operation or notice did not finish
+    /// within the caller's budget, or failed, and were kept for replay.
+    pub fn deferred_operations(&self) -> u64 {
+        self.deferred_operations
+    }
+    /// Kept operations that were replayed successfully.
+    pub fn replayed_operations(&self) -> u64 {
+        self.replayed_operations
+    }
+    /// Operations not yet carried to L2 and the backplane, now.
+    pub fn pending_operations(&self) -> u64 {
+        self.pending_operations
+    }
+    /// Times L1 became suspect: a backplane reconnect, a hole in a peer's
+    /// notices, or silence past the trust window.
+    pub fn gaps(&self) -> u64 {
+        self.gaps
+    }
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +135,10 @@ pub(crate) struct Stats {
     l2_errors: AtomicU64,
     backplane_sent: AtomicU64,
     backplane_received: AtomicU64,
+    corrupt_entries: AtomicU64,
+    deferred_operations: AtomicU64,
+    replayed_operations: AtomicU64,
+    gaps: AtomicU64,
     metrics: Metrics,
 }
 
@@ -120,6 +152,11 @@ struct Metrics {
     l2_errors: Counter,
     backplane_sent: Counter,
     backplane_received: Counter,
+    corrupt_entries: Counter,
+    deferred_operations: Counter,
+    replayed_operations: Counter,
+    gaps: Counter,
+    pending_operations: Gauge,
 }
 
 /// Which per-instance counter an event bumps.
@@ -132,6 +169,10 @@ pub(crate) enum Event {
     L2Error,
     BackplaneSent,
     BackplaneReceived,
+    Corrupt,
+    Deferred,
+    Replayed,
+    Gap,
 }
 
 thread_local! {
@@ -172,6 +213,10 @@ impl Stats {
             l2_errors: AtomicU64::new(0),
             backplane_sent: AtomicU64::new(0),
             backplane_received: AtomicU64::new(0),
+            corrupt_entries: AtomicU64::new(0),
+            deferred_operations: AtomicU64::new(0),
+            replayed_operations: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
             metrics: Metrics {
                 l1_hits: metrics::counter!("strata_hybrid_hits_total", "layer" => "l1"),
                 l2_hits: metrics::counter!("strata_hybrid_hits_total", "layer" => "l2"),
@@ -181,6 +226,11 @@ impl Stats {
                 l2_errors: metrics::counter!("strata_hybrid_l2_errors_total"),
                 backplane_sent: metrics::counter!("strata_backplane_messages_sent_total"),
                 backplane_received: metrics::counter!("strata_backplane_messages_received_total"),
+                corrupt_entries: metrics::counter!("strata_hybrid_corrupt_entries_total"),
+                deferred_operations: metrics::counter!("strata_hybrid_deferred_operations_total"),
+                replayed_operations: metrics::counter!("strata_hybrid_replayed_operations_total"),
+                gaps: metrics::counter!("strata_backplane_gaps_total"),
+                pending_operations: metrics::gauge!("strata_hybrid_pending_operations"),
             },
         }
     }
@@ -220,12 +270,22 @@ impl Stats {
             Event::BackplaneReceived => {
                 (&self.backplane_received, &self.metrics.backplane_received)
             }
+            Event::Corrupt => (&self.corrupt_entries, &self.metrics.corrupt_entries),
+            Event::Deferred => (&self.deferred_operations, &self.metrics.deferred_operations),
+            Event::Replayed => (&self.replayed_operations, &self.metrics.replayed_operations),
+            Event::Gap => (&self.gaps, &self.metrics.gaps),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         metric.increment(1);
     }
 
-    pub(crate) fn snapshot(&self) -> HybridStats {
+    /// Sets the gauge of operations waiting for L2 or the backplane.
+    pub(crate) fn set_pending(&self, pending: usize) {
+        #[allow(clippy::cast_precision_loss)] // a count far below 2^52
+        self.metrics.pending_operations.set(pending as f64);
+    }
+
+    pub(crate) fn snapshot(&self, pending: usize) -> HybridStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         HybridStats {
             l1_hits: self.l1_hits_total(),
@@ -236,6 +296,11 @@ impl Stats {
             l2_errors: load(&self.l2_errors),
             backplane_sent: load(&self.backplane_sent),
             backplane_received: load(&self.backplane_received),
+            corrupt_entries: load(&self.corrupt_entries),
+            deferred_operations: load(&self.deferred_operations),
+            replayed_operations: load(&self.replayed_operations),
+            pending_operations: pending as u64,
+            gaps: load(&self.gaps),
         }
     }
 }
@@ -308,7 +373,7 @@ mod tests {
         stats.flush_metrics();
         assert_eq!(seen.load(Ordering::Relaxed), 4, "only what is new");
         stats.l1_hit();
-        assert_eq!(stats.snapshot().l1_hits(), 5);
+        assert_eq!(stats.snapshot(0).l1_hits(), 5);
         drop(stats);
         assert_eq!(seen.load(Ordering::Relaxed), 5);
     }

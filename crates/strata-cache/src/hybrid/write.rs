@@ -1,6 +1,11 @@
-//! Writing entries: building an L1 entry from its times and options, and the
-//! write-back to L1, L2 (as an envelope) and the backplane shared by `set` and
-//! a factory's result.
+//! Writing: building L1 entries ([`NewEntry`]), putting them in L1 unless
+//! the read that produced them was invalidated ([`Engine::insert_l1`]), and
+//! the explicit changes `set`, `remove`, `remove_by_tag` and `clear`, which
+//! apply to L1 at once and leave L2 and the backplane to a propagation job.
+//!
+//! A change is local first: once the call has applied it, this instance
+//! reads its own writes, whatever happens to L2. The job then carries it out
+//! (see `propagate`); the caller waits for it at most one `l2_timeout`.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -8,270 +13,271 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::cache::Inner;
 use super::clock::millis;
 use super::codec::too_large;
-use super::envelope::{Envelope, entry_key};
-use super::invalidation::ReadMarks;
-use super::l1::L1Entry;
+use super::engine::Engine;
+use super::l1::{L1Entry, UNCHECKED};
 use super::options::HybridEntryOptions;
+use super::order::Scope;
+use super::propagate::{Change, EntryWrite, Job, Propagation, Propagator, Target};
+use super::reads::ReadMark;
 use super::repr::Repr;
-use crate::backplane::BackplaneMessage;
 use crate::error::Result;
 use crate::options::EntryOptions;
 
-/// `set`: encodes first (so that a failure leaves the cache as it was), then writes.
-pub(crate) async fn set<R: Repr>(
-    inner: &Arc<Inner>,
-    key: &str,
-    value: R::Value,
-    options: &HybridEntryOptions,
-) -> Result<()> {
-    let payload = R::encode(inner.codec, &value)?;
-    if payload.1.len() > inner.max_payload_bytes {
-        return Err(too_large(key, payload.1.len(), inner.max_payload_bytes));
-    }
-    // A write is an invalidation of the reads running for this key: their
-    // values predate it and must not overwrite it.
-    inner.reads.key_changed(key);
-    let created_ms = inner.creation_stamp();
-    let epochs = (inner.tags.epoch(), inner.gap_epoch.load(Ordering::Acquire));
-    write_encoded::<R>(
-        inner,
-        key,
-        value,
-        Some(payload),
-        options,
-        created_ms,
-        epochs,
-        None,
-    )
-    .await;
-    Ok(())
-}
-
-/// Writes a factory's value to L1, L2 and the backplane (when `cache` and
-/// `marks` says the key was not invalidated meanwhile), and returns its entry
-/// either way.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn write<R: Repr>(
-    inner: &Inner,
-    key: &str,
-    value: R::Value,
-    options: &HybridEntryOptions,
-    created_ms: u64,
-    epochs: (u64, u64),
-    cache: bool,
-    marks: &ReadMarks,
-) -> Arc<L1Entry> {
-    let payload = if cache {
-        match R::encode(inner.codec, &value) {
-            Ok(payload) if payload.1.len() <= inner.max_payload_bytes => Some(payload),
-            Ok((_, payload)) => {
-                let error = too_large(key, payload.len(), inner.max_payload_bytes);
-                tracing::warn!(key, %error, "value not cached");
-                None
-            }
-            Err(error) => {
-                tracing::warn!(key, %error, "value not cached");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    write_encoded::<R>(
-        inner,
-        key,
-        value,
-        payload,
-        options,
-        created_ms,
-        epochs,
-        Some(marks),
-    )
-    .await
-}
-
-/// Writes an encoded value through the layers (nothing when `payload` is
-/// `None`). `marks` is the running read the value comes from (`None` for a
-/// `set`, which is itself the newest write).
-#[allow(clippy::too_many_arguments)]
-async fn write_encoded<R: Repr>(
-    inner: &Inner,
-    key: &str,
-    value: R::Value,
-    payload: Option<(u8, Bytes)>,
-    options: &HybridEntryOptions,
-    created_ms: u64,
-    epochs: (u64, u64),
-    marks: Option<&ReadMarks>,
-) -> Arc<L1Entry> {
-    let times = Times {
-        created_ms,
-        logical_expiry_ms: created_ms.saturating_add(millis(options.expiration)),
-    };
-    let payload_len = payload.as_ref().map_or(0, |(_, p)| p.len() as u64);
-    let tags = options.tags.clone();
-    let entry = Arc::new(new_entry::<R>(
-        inner,
-        key,
-        value,
-        times,
-        tags,
-        options,
-        payload_len,
-        epochs,
-    ));
-    let Some((codec, payload)) = payload else {
-        return entry;
-    };
-    let invalidated = || marks.is_some_and(|m| m.invalidates(&options.tags));
-    let write_l1 = || {
-        if options.writes_l1() {
-            inner.l1.insert(key, Arc::clone(&entry));
-        } else {
-            inner.l1.remove(key);
-        }
-    };
-    match marks {
-        Some(marks) => {
-            if !marks.write_unless_invalidated(&options.tags, write_l1) {
-                tracing::debug!(key, "invalidated during the fetch: value not cached");
-                return entry;
-            }
-        }
-        None => write_l1(),
-    }
-    if options.writes_l2() {
-        let envelope = Envelope {
-            codec,
-            created_ms,
-            logical_expiry_ms: times.logical_expiry_ms,
-            tags: options.tags.clone(),
-            payload,
-        };
-        let physical = options
-            .fail_safe_max
-            .map_or(options.expiration, |m| m.max(options.expiration));
-        let mut l2_options = EntryOptions::new().with_relative_expiration(physical);
-        if let Some(sliding) = options.sliding {
-            l2_options = l2_options.with_sliding_expiration(sliding);
-        }
-        let bytes = Bytes::from(envelope.encode());
-        let l2_key = entry_key(key);
-        let _ = inner
-            .l2
-            .set(&inner.clock, &inner.stats, &l2_key, bytes, &l2_options)
-            .await;
-        if invalidated() {
-            // The invalidation's own L2 removal may have reached L2 before
-            // this write did: remove again, so that L2 keeps nothing older
-            // than it. (It may drop a newer `set`'s value too: a miss, never
-            // a stale read.)
-            tracing::debug!(key, "invalidated during the L2 write: removing it again");
-            let _ = inner.l2.remove(&inner.clock, &inner.stats, &l2_key).await;
-            return entry;
-        }
-    } else if invalidated() {
-        return entry;
-    }
-    inner
-        .announce(BackplaneMessage::Evict {
-            key: key.to_owned(),
-        })
-        .await;
-    entry
-}
-
-/// How far ahead of this clock a known invalidation time may be and still
-/// push a new entry's creation stamp past it (peers' clocks differ a little).
-const MAX_CLOCK_SKEW_MS: u64 = 5_000;
-
-impl Inner {
-    /// The creation stamp of an entry whose data is read from now on: after
-    /// every invalidation this instance knows of, since all of them happened
-    /// before the read. This keeps a value rebuilt right after a
-    /// `remove_by_tag` (same millisecond, or a peer's clock slightly ahead)
-    /// from counting as invalidated by it.
-    pub(crate) fn creation_stamp(&self) -> u64 {
-        let now = self.clock.now_ms();
-        let latest = self.tags.latest_ms();
-        if latest >= now && latest - now <= MAX_CLOCK_SKEW_MS {
-            latest + 1
-        } else {
-            now
-        }
-    }
-}
-
+/// When a value was stored, and until when it is logically fresh.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Times {
     pub(crate) created_ms: u64,
     pub(crate) logical_expiry_ms: u64,
 }
 
-/// Builds an L1 entry: local expiration (with jitter, capped by the logical
-/// expiry), fail-safe retention and eager-refresh point.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn new_entry<R: Repr>(
-    inner: &Inner,
+impl Times {
+    /// A value stored at `now_ms` under `options`: expiration counts from the
+    /// store, not from when its factory started.
+    pub(crate) fn stored_at(now_ms: u64, options: &HybridEntryOptions) -> Self {
+        Self {
+            created_ms: now_ms,
+            logical_expiry_ms: now_ms.saturating_add(millis(options.expiration)),
+        }
+    }
+}
+
+/// What an L1 entry is built from, besides its value.
+#[derive(Debug)]
+pub(crate) struct NewEntry<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) options: &'a HybridEntryOptions,
+    pub(crate) times: Times,
+    pub(crate) tags: Vec<String>,
+    /// The sequence number the read that produced the value began at.
+    pub(crate) read_seq: u64,
+    pub(crate) l2_version: Option<u64>,
+    pub(crate) payload_len: u64,
+}
+
+impl Engine {
+    /// Builds an L1 entry: local expiration (with jitter, capped by the
+    /// logical expiry), fail-safe retention and eager-refresh point.
+    pub(crate) fn build_entry<R: Repr>(&self, value: R::Value, new: NewEntry<'_>) -> L1Entry {
+        let NewEntry {
+            key,
+            options,
+            times,
+            tags,
+            read_seq,
+            l2_version,
+            payload_len,
+        } = new;
+        let now = self.clock.now_ms();
+        let local = options
+            .local_expiration
+            .map_or(options.expiration, |l| l.min(options.expiration));
+        let jitter = options.jitter.map_or(0, |j| match millis(j) {
+            0 => 0,
+            span => self.settings.random.hash_one((key, now)) % span,
+        });
+        let fresh_cap_ms = now
+            .saturating_add(millis(local))
+            .min(times.logical_expiry_ms)
+            .saturating_add(jitter);
+        let sliding_ms = options.sliding.map_or(0, millis);
+        let fresh_until_ms = if sliding_ms == 0 {
+            fresh_cap_ms
+        } else {
+            now.saturating_add(sliding_ms).min(fresh_cap_ms)
+        };
+        let stale_until_ms = options.fail_safe_max.map_or(fresh_cap_ms, |m| {
+            times.created_ms.saturating_add(millis(m)).max(fresh_cap_ms)
+        });
+        let eager_at_ms = options.eager_refresh.map_or(u64::MAX, |threshold| {
+            let life = times.logical_expiry_ms.saturating_sub(times.created_ms);
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let offset = (life as f64 * f64::from(threshold)) as u64;
+            times.created_ms.saturating_add(offset)
+        });
+        L1Entry {
+            value: R::store(value),
+            created_ms: times.created_ms,
+            logical_expiry_ms: times.logical_expiry_ms,
+            fresh_until_ms: AtomicU64::new(fresh_until_ms),
+            fresh_cap_ms,
+            sliding_ms,
+            stale_until_ms,
+            eager_at_ms,
+            eager_started: AtomicBool::new(false),
+            tags: tags.into_boxed_slice(),
+            read_seq,
+            checked: AtomicU64::new(UNCHECKED),
+            confirmed_seq: AtomicU64::new(read_seq),
+            l2_version,
+            payload_len,
+        }
+    }
+
+    /// Puts `entry` in L1 unless its key (`mark`) or one of its tags was
+    /// invalidated since its read began; true when it did. The entry is
+    /// checked as of the epoch read before that test, so an invalidation
+    /// landing right after it still reaches the entry on its next hit.
+    pub(crate) fn insert_l1(
+        &self,
+        key: &str,
+        entry: &Arc<L1Entry>,
+        mark: Option<&ReadMark>,
+    ) -> bool {
+        let epoch = self.order.epoch();
+        let current = || !self.order.changed_since(entry.read_seq, &entry.tags);
+        let insert = || {
+            let checked = if self.is_cut_off() { UNCHECKED } else { epoch };
+            entry.checked.store(checked, Ordering::Release);
+            self.l1.insert(key, Arc::clone(entry));
+        };
+        match mark {
+            Some(mark) => mark.write_unless_set(current, insert),
+            None if current() => {
+                insert();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `set`: applies the value to L1 and hands L2 and the backplane to a job.
+/// A value that does not encode (or is too large) removes the key instead,
+/// and the error is returned: after a failed `set` the key reads as missing,
+/// never as the value it held before.
+pub(crate) async fn set<R: Repr>(
+    engine: &Arc<Engine>,
     key: &str,
     value: R::Value,
-    times: Times,
-    tags: Vec<String>,
     options: &HybridEntryOptions,
-    payload_len: u64,
-    (tag_epoch, gap_epoch): (u64, u64),
-) -> L1Entry {
-    let now = inner.clock.now_ms();
-    let local = options
-        .local_expiration
-        .map_or(options.expiration, |l| l.min(options.expiration));
-    let jitter = options.jitter.map_or(0, |j| {
-        let span = millis(j);
-        if span == 0 {
-            0
+) -> Result<Propagation> {
+    let deadline = engine.budget();
+    Engine::ensure_tasks(engine);
+    let encoded = R::encode(engine.settings.codec, &value).and_then(|(codec, payload)| {
+        if payload.len() > engine.settings.max_payload_bytes {
+            Err(too_large(
+                key,
+                payload.len(),
+                engine.settings.max_payload_bytes,
+            ))
         } else {
-            inner.random.hash_one((key, now)) % span
+            Ok((codec, payload))
         }
     });
-    let fresh_cap_ms = now
-        .saturating_add(millis(local))
-        .min(times.logical_expiry_ms)
-        .saturating_add(jitter);
-    let sliding_ms = options.sliding.map_or(0, millis);
-    let fresh_until_ms = if sliding_ms == 0 {
-        fresh_cap_ms
-    } else {
-        now.saturating_add(sliding_ms).min(fresh_cap_ms)
+    let (codec, payload) = match encoded {
+        Ok(encoded) => encoded,
+        Err(error) => {
+            tracing::warn!(key, %error, "set failed: removing the key so that its old value is not served");
+            let _ = remove(engine, key).await;
+            return Err(error);
+        }
     };
-    let stale_until_ms = options.fail_safe_max.map_or(fresh_cap_ms, |m| {
-        times.created_ms.saturating_add(millis(m)).max(fresh_cap_ms)
-    });
-    let eager_at_ms = options.eager_refresh.map_or(u64::MAX, |threshold| {
-        let life = times.logical_expiry_ms.saturating_sub(times.created_ms);
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let offset = (life as f64 * f64::from(threshold)) as u64;
-        times.created_ms.saturating_add(offset)
-    });
-    L1Entry {
-        value: R::store(value),
+    // A write is an invalidation of the reads running for this key: their
+    // values predate it and must not overwrite it.
+    engine.reads.key_changed(key);
+    let seq = engine.order.begin_read();
+    let times = Times::stored_at(engine.clock.now_ms(), options);
+    if options.writes_l1() {
+        let entry = Arc::new(engine.build_entry::<R>(
+            value,
+            NewEntry {
+                key,
+                options,
+                times,
+                tags: options.tags.clone(),
+                read_seq: seq,
+                l2_version: None,
+                payload_len: payload.len() as u64,
+            },
+        ));
+        engine.insert_l1(key, &entry, None);
+    } else {
+        engine.l1.remove(key);
+    }
+    let change = if options.writes_l2() {
+        Change::Write(Arc::new(EntryWrite {
+            codec,
+            payload,
+            created_ms: times.created_ms,
+            logical_expiry_ms: times.logical_expiry_ms,
+            tags: options.tags.clone(),
+            l2_options: l2_options(options),
+        }))
+    } else {
+        // Not written to L2: the old L2 value must not outlive this write.
+        Change::Remove
+    };
+    let ticket = Propagator::submit(engine, Job::new(Target::Key(key.to_owned()), change, seq));
+    Ok(ticket.wait(deadline).await)
+}
+
+/// The L2 options of an entry: the physical TTL covers fail-safe.
+pub(crate) fn l2_options(options: &HybridEntryOptions) -> EntryOptions {
+    let physical = options
+        .fail_safe_max
+        .map_or(options.expiration, |m| m.max(options.expiration));
+    let mut l2 = EntryOptions::new().with_relative_expiration(physical);
+    if let Some(sliding) = options.sliding {
+        l2 = l2.with_sliding_expiration(sliding);
+    }
+    l2
+}
+
+/// `remove`: drops the key from L1 and hands the rest to a job.
+pub(crate) async fn remove(engine: &Arc<Engine>, key: &str) -> Propagation {
+    let deadline = engine.budget();
+    Engine::ensure_tasks(engine);
+    // Mark first, then remove: a running read either sees the mark or wrote
+    // L1 before it (and that copy goes now).
+    engine.reads.key_changed(key);
+    engine.l1.remove(key);
+    let seq = engine.order.begin_read();
+    let job = Job::new(Target::Key(key.to_owned()), Change::Remove, seq);
+    Propagator::submit(engine, job).wait(deadline).await
+}
+
+/// `remove_by_tag` and `clear`: a new invalidation in the local order (every
+/// L1 entry of the scope is stale from now on), then a job for its stamp and
+/// notice.
+pub(crate) async fn invalidate(engine: &Arc<Engine>, scope: Scope<'_>) -> Propagation {
+    let deadline = engine.budget();
+    Engine::ensure_tasks(engine);
+    let seq = engine.order.invalidate(scope);
+    let target = match scope {
+        Scope::Tag(tag) => Target::Tag(tag.to_owned()),
+        Scope::Clear => {
+            engine.l1.clear();
+            Target::Clear
+        }
+    };
+    let job = Job::new(target, Change::Invalidate, seq);
+    Propagator::submit(engine, job).wait(deadline).await
+}
+
+/// The L2 bytes of a value for a fill: its envelope with the stamps known as
+/// of `read_seq`.
+pub(crate) fn fill_bytes(
+    engine: &Engine,
+    codec: u8,
+    payload: Bytes,
+    times: Times,
+    tags: &[String],
+    read_seq: u64,
+) -> Bytes {
+    let (clear_stamp, tags) = engine.order.stamps_for(tags, read_seq);
+    let envelope = super::envelope::Envelope {
+        codec,
         created_ms: times.created_ms,
         logical_expiry_ms: times.logical_expiry_ms,
-        fresh_until_ms: AtomicU64::new(fresh_until_ms),
-        fresh_cap_ms,
-        sliding_ms,
-        stale_until_ms,
-        eager_at_ms,
-        eager_started: AtomicBool::new(false),
-        tags: tags.into_boxed_slice(),
-        tag_epoch: AtomicU64::new(tag_epoch),
-        gap_epoch,
-        payload_len,
-    }
+        clear_stamp,
+        tags,
+        payload,
+    };
+    Bytes::from(envelope.encode())
 }
