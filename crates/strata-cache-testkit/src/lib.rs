@@ -4,11 +4,15 @@
 //!
 //! - [`conformance`]: the `DistributedCache` conformance suite, [`conformance::run_all`].
 //! - [`chaos`]: [`ChaosCache`], a wrapper that injects errors and delays.
+//! - [`chaos_backplane`]: [`ChaosBackplane`], a wrapper that loses, delays or
+//!   fails backplane notices.
 //! - [`server`]: [`RedisServer`], a throwaway `redis-server` on a free port.
 
 pub mod chaos;
+pub mod chaos_backplane;
 pub mod conformance;
 pub mod server;
 
 pub use chaos::ChaosCache;
+pub use chaos_backplane::ChaosBackplane;
 pub use server::RedisServer;

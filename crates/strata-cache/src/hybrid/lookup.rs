@@ -69,6 +69,9 @@ impl Engine {
             &entry.tags,
         );
         let verdict = entry.verdict_by_time(now);
+        // A change of ours to this key is still on its way to L2: L1 holds
+        // what came after it, and L2 cannot confirm anything newer.
+        let ours = self.propagator.is_pending_key(key);
         match (check, verdict) {
             (L1Check::Stale, _) => {
                 self.l1.remove_if_same(key, &entry);
@@ -82,9 +85,9 @@ impl Engine {
                     Local::Nothing
                 }
             }
-            (L1Check::Suspect, _) => Local::Confirm(entry),
-            (L1Check::Current, _) if self.is_cut_off() => Local::Confirm(entry),
-            (L1Check::Current, verdict) => {
+            (L1Check::Suspect, _) if !ours => Local::Confirm(entry),
+            (L1Check::Current, _) if !ours && self.is_cut_off() => Local::Confirm(entry),
+            (L1Check::Current | L1Check::Suspect, verdict) => {
                 entry.checked.store(epoch, Ordering::Release);
                 Local::Serve {
                     entry,

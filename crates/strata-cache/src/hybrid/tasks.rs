@@ -86,8 +86,11 @@ impl Drop for Guard {
             .flag(&engine.tasks)
             .store(false, Ordering::Release);
         if let (Which::Listener, Some(notices)) = (self.which, &engine.notices) {
-            // Nobody applies notices any more: L1 must not be trusted.
+            // Nobody applies notices any more: L1 must not be trusted, and
+            // the moved epoch sends the next hit to the slow path, which
+            // starts a listener again.
             notices.set_cut_off();
+            engine.gap("the backplane listener stopped (its runtime ended?)");
         }
     }
 }
