@@ -6,10 +6,13 @@
 //! - [`chaos`]: [`ChaosCache`], a wrapper that injects errors and delays.
 //! - [`chaos_backplane`]: [`ChaosBackplane`], a wrapper that loses, delays or
 //!   fails backplane notices.
+//! - [`coherence`]: the coherence checker: readers, writers and faults
+//!   against several cache instances, every read judged against the history.
 //! - [`server`]: [`RedisServer`], a throwaway `redis-server` on a free port.
 
 pub mod chaos;
 pub mod chaos_backplane;
+pub mod coherence;
 pub mod conformance;
 pub mod server;
 

@@ -143,10 +143,35 @@ impl RedisServer {
     /// exit, so the port refuses connections when this returns. Does nothing
     /// when it is already stopped.
     pub fn stop(&mut self) {
+        // A paused process must run again to die of SIGKILL promptly.
+        self.resume();
         if let Some(mut child) = self.child.take() {
             // Already exited is fine: we only want it gone.
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is
+    /// answered, like a Redis hung on a slow disk or a long script. Undo with
+    /// [`resume`](Self::resume); [`stop`](Self::stop) and drop still work.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [paused](Self::pause) server run again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        if let Some(child) = &self.child {
+            // `kill` from the system: the workspace forbids the `unsafe` a
+            // direct libc call would need. A server already gone is fine.
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status();
         }
     }
 

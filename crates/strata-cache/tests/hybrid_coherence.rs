@@ -97,12 +97,18 @@ async fn l1_l2_writes_after_a_redis_blip_are_not_dropped() {
     }
     chaos.heal();
     // Redis is back, the breaker is still open: the write is deferred, not
-    // dropped, and lands once the breaker lets a probe through.
+    // dropped, and lands (as a removal of the old value) once the breaker
+    // lets a probe through.
     let outcome = writer.set("p", product(2), &options()).await.unwrap();
     assert_eq!(outcome, Propagation::Deferred);
     run_for(secs(2)).await;
     assert_eq!(writer.stats().pending_operations(), 0);
-    assert_eq!(reader.get::<Product>("p").await.unwrap(), Some(product(2)));
+    assert_eq!(
+        reader.get::<Product>("p").await.unwrap(),
+        None,
+        "product 1 is gone"
+    );
+    assert_eq!(writer.get::<Product>("p").await.unwrap(), Some(product(2)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -129,13 +135,19 @@ async fn l1_l2_backplane_a_write_during_an_outage_wins_after_the_partition() {
     backplane.simulate_gap();
     settle().await;
     assert_eq!(a.get::<Product>("p").await.unwrap(), Some(product(2)));
-    // Redis answers again: the write is replayed and reaches b.
+    // Redis answers again: the write is replayed (as a removal: the old value
+    // leaves L2 and b's L1, and cannot come back) and reaches b.
     chaos.heal();
     run_for(secs(2)).await;
     assert_eq!(a.stats().pending_operations(), 0);
     assert!(a.stats().replayed_operations() >= 1);
     assert_eq!(a.get::<Product>("p").await.unwrap(), Some(product(2)));
-    assert_eq!(b.get::<Product>("p").await.unwrap(), Some(product(2)));
+    let runs = Arc::new(AtomicU32::new(1));
+    assert_eq!(
+        id(&b, "p", &options(), counting(&runs)).await,
+        2,
+        "b no longer has product 1: it loads the source of truth"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,7 +195,8 @@ async fn l1_l2_backplane_a_slow_write_is_announced_only_once_it_landed() {
     assert_eq!(b.get::<Product>("p").await.unwrap(), Some(product(1)));
     chaos.set_delay(Duration::ZERO);
     run_for(secs(3)).await;
-    assert_eq!(b.get::<Product>("p").await.unwrap(), Some(product(2)));
+    // Replayed as a removal: b no longer serves product 1.
+    assert_eq!(b.get::<Product>("p").await.unwrap(), None);
 }
 
 #[tokio::test(start_paused = true)]

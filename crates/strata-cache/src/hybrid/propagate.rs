@@ -19,6 +19,13 @@
 //!   target only the latest job is kept: once a newer one succeeds, older
 //!   ones are moot. Past [`MAX_QUEUED`] targets the queue collapses into one
 //!   `clear`: every entry becomes stale, which is safe, and bounded.
+//! - **A late write is replayed as a removal.** A `set` that did not reach
+//!   L2 in time may land, replayed, after a newer write of the key by another
+//!   instance (whose caller went on when ours returned `Deferred`): storing
+//!   our value then would bring an older value back. So a queued write
+//!   becomes a tombstone and its notice: L2 and the peers lose the old value,
+//!   and the next read loads the source of truth. This instance keeps the
+//!   written value in its own L1.
 //! - **Pending means untrusted.** While a job of a key is queued or running,
 //!   this instance does not read that key from L2 (see `fetch`); a pending
 //!   tag or `clear` is tracked by `order`.
@@ -238,9 +245,13 @@ impl Propagator {
         ticket
     }
 
-    /// Queues `job` for replay (the latest job of a target wins).
-    fn enqueue(&self, engine: &Arc<Engine>, job: Job) {
+    /// Queues `job` for replay (the latest job of a target wins). A write
+    /// that did not reach L2 is replayed as a removal (see the module docs).
+    fn enqueue(&self, engine: &Arc<Engine>, mut job: Job) {
         engine.stats.record(Event::Deferred);
+        if job.l2_done.is_none() && matches!(job.change, Change::Write(_)) {
+            job.change = Change::Remove;
+        }
         let overflow = {
             let mut registry = self.lock();
             let order = registry.next_order;
