@@ -45,3 +45,8 @@ pub use cache::RedisCache;
 pub use options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_URL, RedisCacheOptions,
 };
+
+// The crate's README, its crates.io page, compiles as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -12,3 +12,8 @@ pub mod server;
 
 pub use chaos::ChaosCache;
 pub use server::RedisServer;
+
+// The crate's README, its crates.io page, compiles as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

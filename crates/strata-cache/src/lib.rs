@@ -61,3 +61,8 @@ pub use typed::{DistributedCacheExt, Typed, default_options};
 pub use async_trait::async_trait;
 /// Re-exported: the value type of [`DistributedCache`].
 pub use bytes::Bytes;
+
+// The crate's README, its crates.io page, compiles as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
