@@ -1,4 +1,4 @@
-//! Test support for Strata. Not published.
+//! Test support for Strata.
 //!
 //! # Layout
 //!
