@@ -47,3 +47,10 @@ pub mod seed;
 
 pub use app::{AppState, build_app, init_tracing, run, serve, shutdown_signal};
 pub use config::{CacheMode, Config};
+
+// The workspace README's Rust snippets compile as doctests of this crate: it
+// depends on both library crates, and it is not published, so the README
+// outside its directory is no packaging problem.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
