@@ -3,17 +3,20 @@
 //! OpenTelemetry collector when the standard `OTEL_*` environment variables
 //! ask for it.
 //!
-//! Export is off by default. It is on with `OTEL_TRACES_EXPORTER=otlp`, or
-//! when that variable is unset and an OTLP endpoint is given
+//! Export is off by default. It is on with `OTEL_TRACES_EXPORTER=otlp`, or when
+//! that variable is unset and an OTLP endpoint is given
 //! (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`);
 //! `OTEL_TRACES_EXPORTER=none` and `OTEL_SDK_DISABLED=true` keep it off. The
 //! exporter speaks OTLP over HTTP/protobuf (to `http://localhost:4318` unless
 //! an endpoint is given): its protobuf code comes pre-generated, so building
-//! the service needs no `protoc`, and gRPC would add a second HTTP stack for
-//! no gain. The OpenTelemetry SDK reads its other settings itself:
-//! `OTEL_SERVICE_NAME` (default here: `catalog`), `OTEL_RESOURCE_ATTRIBUTES`,
-//! `OTEL_EXPORTER_OTLP_HEADERS`, the timeouts, the sampler and the batch
-//! sizes. The `LOG` filter applies to exported spans as to log lines.
+//! the service needs no `protoc`, and gRPC would add a second HTTP stack for no
+//! gain. It has no TLS (its client's TLS option brings in aws-lc, which the
+//! workspace avoids, as the Redis crate's choice of ring says): it sends to a
+//! collector beside the service, over plain HTTP. The OpenTelemetry SDK reads
+//! its other settings itself: `OTEL_SERVICE_NAME` (default here: `catalog`),
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`, the timeouts, the
+//! sampler and the batch sizes. The `LOG` filter applies to exported spans as
+//! to log lines.
 //!
 //! This module creates no span: the request span comes from the app's
 //! middleware, the cache's from the libraries.
@@ -66,8 +69,9 @@ impl TraceExport {
     /// # Errors
     ///
     /// [`TelemetryError::Unsupported`] for an exporter other than `otlp` or
-    /// `none`, or an OTLP protocol other than `http/protobuf`, so that a
-    /// setting the service would ignore stops it at start-up instead.
+    /// `none`, an OTLP protocol other than `http/protobuf`, or an `https://`
+    /// endpoint, so that a setting the service would not honour stops it at
+    /// start-up instead.
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, TelemetryError> {
         let var = |name: &str| {
             var(name)
@@ -95,6 +99,22 @@ impl TraceExport {
             None => TraceExport::Off,
         };
         if export == TraceExport::Otlp {
+            for variable in [
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ] {
+                if let Some(endpoint) = var(variable).filter(|e| {
+                    e.get(..8)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+                }) {
+                    return Err(TelemetryError::Unsupported {
+                        variable,
+                        value: endpoint,
+                        supported: "an http:// endpoint (the exporter has no TLS: send to a \
+                                    collector beside the service)",
+                    });
+                }
+            }
             for variable in [
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
                 "OTEL_EXPORTER_OTLP_PROTOCOL",

@@ -73,6 +73,11 @@ fn settings_the_service_would_ignore_stop_it() {
     ])
     .unwrap_err();
     assert!(error.to_string().contains("use http/protobuf"), "{error}");
+    let error = decide(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTPS://collector:4318")]).unwrap_err();
+    assert!(
+        error.to_string().contains("use an http:// endpoint"),
+        "{error}"
+    );
     // The protocol only matters when exporting.
     assert_eq!(
         decide(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap(),
