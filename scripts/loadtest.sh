@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# HTTP load test of the catalog (issue 5).
+# HTTP load test of the catalog.
 #
 # For each cache mode, starts INSTANCES catalog processes against one
 # PostgreSQL database (1,000 seeded products) and one Redis, puts nginx in
 # front of them (round robin), drives GET /products/{id} (a random seeded id
 # per request) and GET /products (the full list) with wrk for DURATION
 # seconds after a WARMUP, and writes req/s, p50, p99 and errors per mode into
-# the "HTTP load test (issue 5)" section of docs/benchmarks.md and a chart
+# the "HTTP load test" section of docs/benchmarks.md and a chart
 # into docs/loadtest.svg.
 #
 # Usage: scripts/loadtest.sh   (as root on Debian: installs wrk and nginx when

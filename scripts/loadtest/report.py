@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the load test's results into docs: a table between the markers of
-the `## HTTP load test (issue 5)` section of benchmarks.md, and an SVG chart.
+the `## HTTP load test` section of benchmarks.md, and an SVG chart.
 
 Usage: report.py --results RESULTS.jsonl --docs docs/benchmarks.md
                  --svg docs/loadtest.svg --command CMD --setup TEXT
@@ -8,7 +8,7 @@ Usage: report.py --results RESULTS.jsonl --docs docs/benchmarks.md
 Only the text between `<!-- loadtest:begin -->` and `<!-- loadtest:end -->`
 is replaced. When the section or the file is missing it is created; other
 sections of the file are never touched. Prints the table and the verdict on
-the issue's targets; exits 0 whether or not they hold (the caller decides).
+the targets; exits 0 whether or not they hold (the caller decides).
 """
 
 import argparse
@@ -21,10 +21,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chart  # noqa: E402  (beside this file, not a package)
 
-SECTION = "## HTTP load test (issue 5)"
+SECTION = "## HTTP load test"
 BEGIN, END = "<!-- loadtest:begin -->", "<!-- loadtest:end -->"
 BASELINE, SUBJECT, TARGET_ENDPOINT = "none", "hybrid", "/products/{id}"
-# The issue's targets: hybrid get-by-id throughput at least 3x none, p99 at
+# The targets: hybrid get-by-id throughput at least 3x none, p99 at
 # most a third of none's, and no error in any scenario.
 MIN_SPEEDUP, MAX_P99_RATIO = 3.0, 1 / 3
 # Cores used by processes outside the test above which a run is flagged.
@@ -39,7 +39,8 @@ three instances behind an nginx round-robin balancer, and drives
 (the full list) with wrk for a fixed duration after a warm-up. It installs
 what it lacks (wrk, nginx), picks free ports, and cleans up on exit. Knobs
 (environment): `DURATION`, `WARMUP`, `CONNECTIONS`, `THREADS`, `MODES`,
-`INSTANCES`, `PIN`, `QUIET_WAIT`; see the script's header.
+`INSTANCES`, `PIN`, `QUIET_WAIT`; see the script's header. The script writes
+the report between the markers below and the chart `docs/loadtest.svg`.
 
 Besides wrk's figures, the script reads /proc before and after each
 measurement: *server CPU per request* is the CPU time of the catalog
@@ -158,7 +159,7 @@ def checks(rows):
 
 
 def verdict(rows):
-    """(lines, all_met) for the issue's targets."""
+    """(lines, all_met) for the targets."""
     find = {(r["mode"], r["endpoint"]): r for r in rows}
     base, subj = find.get((BASELINE, TARGET_ENDPOINT)), find.get((SUBJECT, TARGET_ENDPOINT))
     errors = sum(r["errors"] for r in rows)
@@ -170,7 +171,7 @@ def verdict(rows):
         (f"{SUBJECT} p99 ≤ 1/3 of {BASELINE}", p99 <= MAX_P99_RATIO, f"{p99:.2f}x"),
         ("zero errors in every scenario", errors == 0, f"{errors} errors"),
     ]
-    lines = [f"Targets of issue 5 (`GET {TARGET_ENDPOINT}`):", ""]
+    lines = [f"Targets (`GET {TARGET_ENDPOINT}`):", ""]
     for name, ok, got in checks:
         lines.append(f"- {name}: **{'met' if ok else 'missed'}** ({got})")
     noisy = [r for r in rows if (r.get("cpu") or {}).get("cores", {}).get("other", 0) > NOISE_CORES]

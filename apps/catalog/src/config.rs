@@ -19,7 +19,9 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://catalog.db";
     name = "catalog",
     version,
     about = "The Strata reference Product API: a cached, multi-instance-safe catalog.",
-    long_about = None
+    long_about = None,
+    after_help = "Span export to OpenTelemetry (off by default) follows the standard OTEL_* \
+                  variables: OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 turns it on."
 )]
 pub struct Config {
     /// TCP port to listen on (all interfaces).

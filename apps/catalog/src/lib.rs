@@ -33,6 +33,8 @@
 //! - [`extract`]: extractors whose rejections are problem+json.
 //! - [`metrics`]: the Prometheus recorder and HTTP metrics.
 //! - [`app`]: [`AppState`], [`build_app`], [`serve`], [`run`].
+//! - [`telemetry`]: log lines, and span export to OpenTelemetry when the
+//!   `OTEL_*` variables ask for it.
 
 pub mod app;
 pub mod cache;
@@ -44,6 +46,14 @@ pub mod metrics;
 pub mod model;
 pub mod routes;
 pub mod seed;
+pub mod telemetry;
 
 pub use app::{AppState, build_app, init_tracing, run, serve, shutdown_signal};
 pub use config::{CacheMode, Config};
+
+// The workspace README's Rust snippets compile as doctests of this crate: it
+// depends on both library crates, and it is not published, so the README
+// outside its directory is no packaging problem.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -371,7 +371,7 @@ async fn l1_l2_backplane_a_lost_notice_is_found_within_the_trust_window() {
     settle().await;
     assert_eq!(b_view.lost(), 1);
     // a's next heartbeat names the notice b never received.
-    run_for(strata_cache::hybrid::DEFAULT_TRUST_WINDOW).await;
+    run_for(strata_cache::DEFAULT_TRUST_WINDOW).await;
     assert!(b.stats().gaps() >= 1);
     assert_eq!(b.get::<Product>("p").await.unwrap(), Some(product(2)));
 }
@@ -384,14 +384,14 @@ async fn l1_l2_backplane_an_instance_that_hears_nothing_stops_trusting_l1() {
     // b's subscription goes silent: it hears neither a nor itself.
     b_view.lose_ratio(1.0);
     a.set("p", product(2), &options()).await.unwrap();
-    run_for(strata_cache::hybrid::DEFAULT_TRUST_WINDOW * 2).await;
+    run_for(strata_cache::DEFAULT_TRUST_WINDOW * 2).await;
     // Cut off, b asks L2 before serving its L1 copy, every time.
     assert_eq!(b.get::<Product>("p").await.unwrap(), Some(product(2)));
     a.set("p", product(3), &options()).await.unwrap();
     assert_eq!(b.get::<Product>("p").await.unwrap(), Some(product(3)));
     // Heard again: L1 is trusted again.
     b_view.heal();
-    run_for(strata_cache::hybrid::DEFAULT_TRUST_WINDOW).await;
+    run_for(strata_cache::DEFAULT_TRUST_WINDOW).await;
     assert_eq!(b.get::<Product>("p").await.unwrap(), Some(product(3)));
     let hits = b.stats().l1_hits();
     assert_eq!(b.get::<Product>("p").await.unwrap(), Some(product(3)));

@@ -45,7 +45,7 @@ fn starts(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 impl ListBody {
-    /// Wraps bytes made by [`encode`] (a cached copy of them).
+    /// Wraps bytes made by this module's `encode` (a cached copy of them).
     pub fn new(bytes: Bytes) -> Self {
         Self(bytes)
     }
