@@ -33,6 +33,8 @@
 //! - [`extract`]: extractors whose rejections are problem+json.
 //! - [`metrics`]: the Prometheus recorder and HTTP metrics.
 //! - [`app`]: [`AppState`], [`build_app`], [`serve`], [`run`].
+//! - [`server`]: the accept loop, timeouts, connection bound, shutdown
+//!   deadline, and problem+json for requests hyper cannot parse.
 
 pub mod app;
 pub mod cache;
@@ -44,6 +46,8 @@ pub mod metrics;
 pub mod model;
 pub mod routes;
 pub mod seed;
+pub mod server;
 
 pub use app::{AppState, build_app, init_tracing, run, serve, shutdown_signal};
 pub use config::{CacheMode, Config};
+pub use server::Limits;
