@@ -534,3 +534,46 @@ async fn operations_endpoints() {
         "the docs page loads nothing from outside"
     );
 }
+
+/// Pages come from the cached list without a pass over it: the list is
+/// indexed once per cached body, however many pages are served, and again
+/// after a write replaces it.
+async fn pages_reuse_the_index(app: &TestApp) {
+    let all = app.list().await;
+    let indexings = app.state.cache.list_indexings();
+    for offset in [0, 500, 990, 5000] {
+        for _ in 0..50 {
+            let (status, page) = app
+                .get_json(&format!("/products?limit=20&offset={offset}"))
+                .await;
+            assert_eq!(status, 200);
+            let want = &all[offset.min(all.len())..(offset + 20).min(all.len())];
+            assert_eq!(page.as_array().unwrap().as_slice(), want);
+        }
+    }
+    assert_eq!(app.state.cache.list_indexings(), indexings, "no re-index");
+
+    let response = app
+        .post_json("/products", &json!({"name": "Paged", "price": "1.00"}))
+        .await;
+    assert_eq!(response.status(), 201);
+    let (_, page) = app.get_json("/products?limit=1&offset=1000").await;
+    assert_eq!(page[0]["name"], "Paged");
+    assert_eq!(app.state.cache.list_indexings(), indexings + 1);
+    app.get_json("/products?limit=5&offset=3").await;
+    assert_eq!(app.state.cache.list_indexings(), indexings + 1);
+}
+
+#[tokio::test]
+async fn pages_reuse_the_index_sqlite_hybrid_l1() {
+    pages_reuse_the_index(&hybrid_app(&TestDb::sqlite()).await).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn pages_reuse_the_index_postgres_hybrid_redis(
+    pool: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let db = TestDb::postgres(pool, options);
+    pages_reuse_the_index(&hybrid_redis_app(&db, "pages").await).await;
+}
