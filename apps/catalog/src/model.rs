@@ -112,14 +112,15 @@ impl<'de> Deserialize<'de> for ProductList {
 pub struct ProductInput {
     /// Required; 1 to 200 characters, not only spaces (surrounding spaces
     /// are trimmed), no NUL character.
-    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200,
+             pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub name: Option<Value>,
     /// Optional (empty when absent or null); at most 2,000 characters, no NUL
     /// character.
     #[schema(value_type = Option<String>, max_length = 2000, pattern = r"^[^\u0000]*$")]
     pub description: Option<Value>,
     /// Required; see [`price`].
-    #[schema(schema_with = price::input_schema)]
+    #[schema(schema_with = price::input_schema, required = true)]
     pub price: Option<Box<RawValue>>,
 }
 
@@ -153,6 +154,13 @@ impl<'de> Deserialize<'de> for ProductInput {
     }
 }
 
+/// Spaces as a name's trimming sees them: Unicode white space, plus the
+/// four information separators (U+001C to U+001F) that Python's `\s` (and
+/// so the OpenAPI pattern, as Python-based tools read it) counts as spaces.
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{1c}'..='\u{1f}')
+}
+
 /// Why a text field with a NUL character is refused.
 const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
 
@@ -169,7 +177,7 @@ impl ProductInput {
         let mut errors = FieldErrors::new();
         let name = match self.name {
             Some(Value::String(s)) => {
-                let trimmed = s.trim();
+                let trimmed = s.trim_matches(is_space);
                 // The length as sent, as the OpenAPI `maxLength` counts it.
                 let chars = s.chars().count();
                 if s.contains('\0') {

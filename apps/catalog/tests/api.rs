@@ -577,3 +577,70 @@ async fn pages_reuse_the_index_postgres_hybrid_redis(
     let db = TestDb::postgres(pool, options);
     pages_reuse_the_index(&hybrid_redis_app(&db, "pages").await).await;
 }
+
+/// The OpenAPI document states the bounds the server enforces (schemathesis
+/// in .ci/run checks the rest against live traffic).
+#[tokio::test]
+async fn openapi_states_what_the_server_enforces() {
+    let app = hybrid_app(&TestDb::sqlite()).await;
+    let (_, spec) = app.get_json("/openapi.json").await;
+    let params = spec["paths"]["/products"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"].clone())
+            .unwrap()
+    };
+    assert_eq!(param("limit")["minimum"], 1);
+    assert_eq!(param("limit")["maximum"], 1000);
+    assert_eq!(param("offset")["minimum"], 0);
+    assert_eq!(param("offset")["maximum"], 4294967295_u64);
+    for (query, status) in [
+        ("limit=1", 200),
+        ("limit=1000", 200),
+        ("offset=4294967295", 200),
+        ("offset=4294967296", 400),
+    ] {
+        assert_eq!(
+            app.get(&format!("/products?{query}")).await.status(),
+            status,
+            "{query}"
+        );
+    }
+
+    let input = &spec["components"]["schemas"]["ProductInput"];
+    let required: Vec<&str> = input["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        required.contains(&"name") && required.contains(&"price"),
+        "{input}"
+    );
+    let price = &input["properties"]["price"]["oneOf"];
+    assert_eq!(price[0]["type"], "string");
+    assert_eq!(price[0]["pattern"], catalog::model::price::PATTERN);
+    assert_eq!(price[1]["type"], "number");
+    assert!(
+        input["properties"]["name"]["pattern"].is_string(),
+        "{input}"
+    );
+    let served = &spec["components"]["schemas"]["Product"]["properties"]["price"];
+    assert_eq!(served["pattern"], catalog::model::price::SERVED_PATTERN);
+
+    for method in ["post", "put"] {
+        let responses = &spec["paths"][if method == "post" {
+            "/products"
+        } else {
+            "/products/{id}"
+        }][method]["responses"];
+        for status in ["408", "413", "415", "422"] {
+            assert!(responses[status].is_object(), "{method} {status}");
+        }
+    }
+}
