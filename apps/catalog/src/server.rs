@@ -32,7 +32,7 @@ mod io;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
@@ -109,8 +109,7 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read)
-        .max_header_size(limits.max_head_bytes)
-        .max_buf_size(limits.max_head_bytes.max(8192) + 8192);
+        .max_header_size(limits.max_head_bytes);
     let http = Arc::new(http);
     let body_read = BodyReadTimeout(limits.body_read);
     let app = app.map_request(move |mut request: Request<Incoming>| {
@@ -121,6 +120,10 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // Refusals are logged at most once a second, with their count: a flood
+    // of connections must not become a flood of log lines.
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
         let (stream, _peer) = tokio::select! {
             () = &mut shutdown => break,
@@ -139,6 +142,16 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             refuse(&stream, &limits);
+            refused += 1;
+            if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                tracing::warn!(
+                    refused,
+                    max_connections = limits.max_connections,
+                    "connection limit reached; refusing connections with 503"
+                );
+                refused = 0;
+                last_refusal_log = Some(Instant::now());
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -192,10 +205,6 @@ pub async fn serve(
 /// Answers a connection over the bound with a 503 problem, without waiting:
 /// the response is a few hundred bytes into an empty socket buffer.
 fn refuse(stream: &TcpStream, limits: &Limits) {
-    tracing::warn!(
-        max_connections = limits.max_connections,
-        "connection limit reached; refusing a connection"
-    );
     // Read what the client already sent, so that closing does not reset
     // the connection before it reads the answer.
     let mut scratch = [0u8; 4096];
