@@ -4,10 +4,11 @@
 //!
 //! Middleware, outermost first: request id (a UUID unless the client sent
 //! a valid `x-request-id`: at most 128 letters, digits, `-`, `_`, `.` or `:`;
-//! any other is replaced, never echoed or logged), a tracing span carrying it (so every log line of the
-//! request has it), the id copied to the response, panics turned into a
-//! problem, metrics by matched route, problem `instance`/`request_id`
-//! filling, and the 64 KiB body limit.
+//! any other is replaced, never echoed or logged), a tracing span carrying
+//! it (so every log line of the request has it), the id copied to the
+//! response, panics turned into a problem, metrics by matched route, problem
+//! `instance`/`request_id` filling, and the 64 KiB body limit. Connection
+//! limits and timeouts are [`crate::server`]'s.
 
 use std::future::Future;
 use std::io;

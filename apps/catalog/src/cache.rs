@@ -83,8 +83,10 @@ struct Inner {
     db_loads: Arc<AtomicU64>,
     /// The last list body served, indexed. An L1 hit returns the same buffer
     /// until the entry is replaced, so its index is reused instead of being
-    /// rebuilt per request. A `std` mutex: held for a pointer compare and a
-    /// clone, never across an await.
+    /// rebuilt per request. After an invalidation it keeps the old list (a
+    /// few hundred KiB) alive until the next list request replaces it. A
+    /// `std` mutex: held for a pointer compare and a clone, never across an
+    /// await.
     list_index: Mutex<Option<ListBody>>,
     /// How many times a list body was indexed (a pass over its bytes).
     list_indexings: AtomicU64,
