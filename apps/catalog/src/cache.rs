@@ -90,15 +90,23 @@ struct Inner {
     list_index: Mutex<Option<ListBody>>,
     /// How many times a list body was indexed (a pass over its bytes).
     list_indexings: AtomicU64,
+    /// `catalog_cache_lookups_total` per entry and outcome, registered once:
+    /// naming a labelled counter per request builds and hashes its key.
+    lookups: [metrics::Counter; 4],
+}
+
+/// The slot of `lookups` for an entry and an outcome.
+fn lookup_slot(entry: Entry, miss: bool) -> usize {
+    (entry as usize) * 2 + usize::from(miss)
 }
 
 /// Which entry a lookup is about: decides options, log and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Entry {
     /// `product:{id}`
-    Product,
+    Product = 0,
     /// `products`
-    List,
+    List = 1,
 }
 
 impl Entry {
@@ -131,6 +139,23 @@ impl ProductCache {
     }
 
     fn with_backend(backend: Backend, mode: CacheMode) -> Self {
+        // The counters below bind to the recorder installed when they are
+        // registered.
+        crate::metrics::recorder();
+        let lookups = std::array::from_fn(|slot| {
+            // The inverse of `lookup_slot`.
+            let entry = if slot < 2 {
+                Entry::Product
+            } else {
+                Entry::List
+            };
+            let outcome = if slot % 2 == 1 { "miss" } else { "hit" };
+            metrics::counter!(
+                "catalog_cache_lookups_total",
+                "entry" => entry.label(),
+                "result" => outcome
+            )
+        });
         Self {
             inner: Arc::new(Inner {
                 backend,
@@ -138,6 +163,7 @@ impl ProductCache {
                 db_loads: Arc::new(AtomicU64::new(0)),
                 list_index: Mutex::new(None),
                 list_indexings: AtomicU64::new(0),
+                lookups,
             }),
         }
     }
@@ -254,18 +280,10 @@ impl ProductCache {
         };
         let result = self.inner.backend.get_or_load(key, entry, counted).await;
         if self.inner.mode != CacheMode::None {
-            let outcome = if ran.load(Ordering::Relaxed) {
-                "miss"
-            } else {
-                "hit"
-            };
+            let miss = ran.load(Ordering::Relaxed);
+            let outcome = if miss { "miss" } else { "hit" };
             tracing::debug!(key, outcome, "cache {outcome} for {key}");
-            metrics::counter!(
-                "catalog_cache_lookups_total",
-                "entry" => entry.label(),
-                "result" => outcome
-            )
-            .increment(1);
+            self.inner.lookups[lookup_slot(entry, miss)].increment(1);
         }
         result
     }
