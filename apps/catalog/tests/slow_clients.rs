@@ -221,3 +221,37 @@ async fn sigterm_completes_within_the_deadline_despite_a_slow_client() {
     // The slow client's connection was closed, not left behind.
     closed_after(slow, Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let service = Service::start(&[
+        ("SEED", "true"),
+        ("MAX_CONNECTIONS", "1"),
+        ("BODY_TIMEOUT_MS", "1000"),
+        ("HEADER_TIMEOUT_MS", "30000"),
+    ])
+    .await;
+    // 100 pipelined requests for the 300 KB list, never read: about 30 MB of
+    // answers, far more than the socket buffers hold.
+    let mut greedy = service.connect().await;
+    let request = "GET /products HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100);
+    greedy.write_all(request.as_bytes()).await.expect("write");
+
+    // It holds the only slot until its blocked write times out.
+    let start = Instant::now();
+    let mut refused = 0;
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the stalled connection was never closed"
+        );
+        match service.live().await {
+            200 => break,
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused > 0, "the greedy client held the slot at first");
+    drop(greedy);
+}
