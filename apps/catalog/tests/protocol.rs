@@ -112,6 +112,28 @@ async fn unparsable_requests_get_problem_bodies() {
 }
 
 #[tokio::test]
+async fn a_bad_request_after_a_good_one_on_the_same_connection_gets_a_problem() {
+    let app = app().await;
+    let response = raw(
+        &app,
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let rest = String::from_utf8_lossy(&response.body).into_owned();
+    let at = rest.find("HTTP/1.1 ").expect("a second response");
+    let second = &rest[at..];
+    assert!(second.starts_with("HTTP/1.1 400 "), "{second}");
+    let (head, body) = second.split_once("\r\n\r\n").expect("a head");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    let problem: Value = serde_json::from_str(body).expect("a problem");
+    assert_eq!(problem["status"], 400);
+}
+
+#[tokio::test]
 async fn invalid_request_ids_are_replaced_not_echoed() {
     let app = app().await;
     let long = "a".repeat(8 * 1024);
