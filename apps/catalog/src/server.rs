@@ -19,8 +19,9 @@
 //! - **Head size** ([`Limits::max_head_bytes`]): a request line plus headers
 //!   larger than this is a 431.
 //! - **Connection bound** ([`Limits::max_connections`]): past it, a new
-//!   connection is answered 503 with `Retry-After` and closed at once, so the
-//!   listener keeps answering and file descriptors stay bounded.
+//!   connection is answered 503 with `Retry-After` and closed (after a short,
+//!   bounded drain, see [`refuse`]), so the listener keeps answering and file
+//!   descriptors stay bounded.
 //! - **Shutdown deadline** ([`Limits::shutdown`]): on shutdown the listener
 //!   closes, idle connections close, requests in flight may finish; when the
 //!   deadline passes, the connections still open are closed.
@@ -40,6 +41,7 @@ use axum::http::StatusCode;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -117,6 +119,7 @@ pub async fn serve(
         request
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let lingering = Arc::new(Semaphore::new(REFUSALS_LINGERING));
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -141,7 +144,7 @@ pub async fn serve(
         // Reap finished connections so the set stays as large as the load.
         while connections.try_join_next().is_some() {}
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse(&stream, &limits);
+            refuse(stream, &limits, &lingering);
             refused += 1;
             if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 tracing::warn!(
@@ -204,13 +207,35 @@ pub async fn serve(
 
 /// Answers a connection over the bound with a 503 problem, without waiting:
 /// the response is a few hundred bytes into an empty socket buffer.
-fn refuse(stream: &TcpStream, limits: &Limits) {
-    // Read what the client already sent, so that closing does not reset
-    // the connection before it reads the answer.
-    let mut scratch = [0u8; 4096];
-    let _ = stream.try_read(&mut scratch);
+///
+/// Closing a socket whose client is still sending makes the kernel reset
+/// it, and a reset can reach the client before it reads the 503. So the
+/// answer is followed by a FIN, and the client's request is read and dropped
+/// for up to [`REFUSAL_LINGER`] before the socket closes, when one of the
+/// [`REFUSALS_LINGERING`] slots is free; past that the socket closes at once.
+fn refuse(stream: TcpStream, limits: &Limits, lingering: &Arc<Semaphore>) {
     let _ = stream.try_write(&io::problem_response(
         StatusCode::SERVICE_UNAVAILABLE,
         limits.max_head_bytes,
     ));
+    let Ok(slot) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let drain = async {
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            while let Ok(1..) = stream.read(&mut sink).await {}
+        };
+        let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
+        drop(slot);
+    });
 }
+
+/// How long a refused connection is drained before it closes.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Refused connections drained at once; the file descriptors they hold stay
+/// bounded however many connections arrive over the bound.
+const REFUSALS_LINGERING: usize = 64;
