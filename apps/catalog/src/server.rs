@@ -15,19 +15,19 @@
 //!   a [`BodyReadTimeout`] extension; the JSON extractor answers 408 when the
 //!   body is not complete in time (see [`crate::extract`]).
 //! - **Write stall** (the same duration): a client that stops reading its
-//!   response is disconnected (see [`io`]).
+//!   response is disconnected (see the `io` submodule).
 //! - **Head size** ([`Limits::max_head_bytes`]): a request line plus headers
 //!   larger than this is a 431.
 //! - **Connection bound** ([`Limits::max_connections`]): past it, a new
 //!   connection is answered 503 with `Retry-After` and closed (after a short,
-//!   bounded drain, see [`refuse`]), so the listener keeps answering and file
+//!   bounded drain, see `refuse`), so the listener keeps answering and file
 //!   descriptors stay bounded.
 //! - **Shutdown deadline** ([`Limits::shutdown`]): on shutdown the listener
 //!   closes, idle connections close, requests in flight may finish; when the
 //!   deadline passes, the connections still open are closed.
 //!
 //! Protocol errors (a request hyper cannot parse) are answered in
-//! problem+json too; [`io`] explains how.
+//! problem+json too; the `io` submodule explains how.
 
 mod io;
 

@@ -63,7 +63,7 @@ fn starts(b: &[u8]) -> Vec<u32> {
 }
 
 impl ListBody {
-    /// Indexes bytes made by [`encode`] (a cached copy of them): one pass.
+    /// Indexes bytes made by `encode` (a cached copy of them): one pass.
     pub fn new(bytes: Bytes) -> Self {
         let starts = starts(&bytes).into();
         Self { bytes, starts }
