@@ -27,6 +27,8 @@ EXAMPLES=${EXAMPLES:-500}
 MODES=${MODES:-default postgres-redis}
 BIN=${BIN:-target/debug/catalog}
 PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres
+# DROP DATABASE IF EXISTS says NOTICE when there is nothing to drop.
+export PGOPTIONS=--client-min-messages=warning
 DATABASE=catalog_schemathesis_$$
 REDIS_PREFIX="catalog-schemathesis-$$:"
 
