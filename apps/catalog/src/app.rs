@@ -3,10 +3,12 @@
 //! so tests bind `127.0.0.1:0`) and [`run`] (what `main` does).
 //!
 //! Middleware, outermost first: request id (a UUID unless the client sent
-//! `x-request-id`), a tracing span carrying it (so every log line of the
-//! request has it), the id copied to the response, panics turned into a
-//! problem, metrics by matched route, problem `instance`/`request_id`
-//! filling, and the 64 KiB body limit.
+//! a valid `x-request-id`: at most 128 letters, digits, `-`, `_`, `.` or `:`;
+//! any other is replaced, never echoed or logged), a tracing span carrying
+//! it (so every log line of the request has it), the id copied to the
+//! response, panics turned into a problem, metrics by matched route, problem
+//! `instance`/`request_id` filling, and the 64 KiB body limit. Connection
+//! limits and timeouts are [`crate::server`]'s.
 
 use std::future::Future;
 use std::io;
@@ -30,12 +32,16 @@ use crate::config::Config;
 use crate::db::{self, ProductRepository};
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::routes;
+use crate::server::Limits;
 
 /// The largest accepted request body: 64 KiB, far above any valid product
 /// (200 + 2,000 characters) and small enough to bound memory per request.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest client request id kept.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// What every handler shares. A cheap `Clone`: handles only.
 #[derive(Clone)]
@@ -98,6 +104,7 @@ pub fn build_app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::map_request(drop_invalid_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -125,6 +132,26 @@ pub fn build_app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
         .with_state(state)
+}
+
+/// Removes a client `x-request-id` that is too long or has characters beyond
+/// `[A-Za-z0-9._:-]`, so that the next layer gives the request a fresh one:
+/// a client's id ends up in every log line and in the response.
+async fn drop_invalid_request_id(mut request: Request) -> Request {
+    let valid = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID_LEN
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+    };
+    let headers = request.headers_mut();
+    if headers.get_all(REQUEST_ID).iter().count() > 1
+        || headers.get(REQUEST_ID).is_some_and(|v| !valid(v))
+    {
+        headers.remove(REQUEST_ID);
+    }
+    request
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -159,8 +186,8 @@ async fn complete_problem(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then finishes the
-/// requests in flight.
+/// Serves `app` on `listener` with the default [`Limits`] until `shutdown`
+/// completes, then finishes the requests in flight (see [`crate::server`]).
 ///
 /// # Errors
 ///
@@ -170,9 +197,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::server::serve(listener, app, Limits::default(), shutdown).await
 }
 
 /// Completes on ctrl-c or SIGTERM (what `docker stop` and Kubernetes send).
@@ -223,7 +248,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let state = AppState::from_config(&config).await?;
     let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    serve(listener, build_app(state), shutdown_signal()).await?;
+    let limits = Limits::from_config(&config);
+    crate::server::serve(listener, build_app(state), limits, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,8 +17,9 @@
 //!
 //! Paged requests (`?limit=&offset=`) are cut from the cached full body (see
 //! [`ListBody::page`]), not cached per page: one entry to invalidate instead of
-//! one per (limit, offset) pair ever asked; a page costs one pass over the
-//! bytes and a copy of the page, never a decode.
+//! one per (limit, offset) pair ever asked. The index of where each product
+//! starts is built once per cached body and kept beside it (`list_index`), so
+//! a page costs a lookup and one slice copy, never a decode or a scan.
 //!
 //! Every write, after its database commit, removes `product:{id}` and
 //! invalidates the tag `products` (with plain caches: removes the `products`
@@ -29,8 +30,8 @@
 mod backend;
 mod body;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use strata_cache::{Bytes, HybridCache};
@@ -80,15 +81,32 @@ struct Inner {
     /// Database loads made on behalf of the cache (factory runs). An `Arc`
     /// because the loader that bumps it must be `'static` for HybridCache.
     db_loads: Arc<AtomicU64>,
+    /// The last list body served, indexed. An L1 hit returns the same buffer
+    /// until the entry is replaced, so its index is reused instead of being
+    /// rebuilt per request. After an invalidation it keeps the old list (a
+    /// few hundred KiB) alive until the next list request replaces it. A
+    /// `std` mutex: held for a pointer compare and a clone, never across an
+    /// await.
+    list_index: Mutex<Option<ListBody>>,
+    /// How many times a list body was indexed (a pass over its bytes).
+    list_indexings: AtomicU64,
+    /// `catalog_cache_lookups_total` per entry and outcome, registered once:
+    /// naming a labelled counter per request builds and hashes its key.
+    lookups: [metrics::Counter; 4],
+}
+
+/// The slot of `lookups` for an entry and an outcome.
+fn lookup_slot(entry: Entry, miss: bool) -> usize {
+    (entry as usize) * 2 + usize::from(miss)
 }
 
 /// Which entry a lookup is about: decides options, log and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Entry {
     /// `product:{id}`
-    Product,
+    Product = 0,
     /// `products`
-    List,
+    List = 1,
 }
 
 impl Entry {
@@ -121,11 +139,31 @@ impl ProductCache {
     }
 
     fn with_backend(backend: Backend, mode: CacheMode) -> Self {
+        // The counters below bind to the recorder installed when they are
+        // registered.
+        crate::metrics::recorder();
+        let lookups = std::array::from_fn(|slot| {
+            // The inverse of `lookup_slot`.
+            let entry = if slot < 2 {
+                Entry::Product
+            } else {
+                Entry::List
+            };
+            let outcome = if slot % 2 == 1 { "miss" } else { "hit" };
+            metrics::counter!(
+                "catalog_cache_lookups_total",
+                "entry" => entry.label(),
+                "result" => outcome
+            )
+        });
         Self {
             inner: Arc::new(Inner {
                 backend,
                 mode,
                 db_loads: Arc::new(AtomicU64::new(0)),
+                list_index: Mutex::new(None),
+                list_indexings: AtomicU64::new(0),
+                lookups,
             }),
         }
     }
@@ -151,6 +189,13 @@ impl ProductCache {
     /// from the cache; tests assert hits with it.
     pub fn db_loads(&self) -> u64 {
         self.inner.db_loads.load(Ordering::Relaxed)
+    }
+
+    /// How many times a list body was indexed (one pass over its bytes)
+    /// since start: once per cached body, not per request. A page served
+    /// from a cache hit leaves this unchanged; tests assert it.
+    pub fn list_indexings(&self) -> u64 {
+        self.inner.list_indexings.load(Ordering::Relaxed)
     }
 
     /// One product's JSON body (what `GET /products/{id}` serves), from the
@@ -193,9 +238,26 @@ impl ProductCache {
             let repo = repo.clone();
             async move { body::encode(&repo.list().await?) }
         };
-        self.fetch(Entry::List, LIST_KEY, load)
-            .await
-            .map(ListBody::new)
+        let bytes = self.fetch(Entry::List, LIST_KEY, load).await?;
+        Ok(self.indexed(bytes))
+    }
+
+    /// `bytes` with its index: the kept one when it was built from this very
+    /// buffer, else a new one, which is then kept.
+    fn indexed(&self, bytes: Bytes) -> ListBody {
+        let kept = || {
+            self.inner
+                .list_index
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some(body) = kept().as_ref().filter(|body| body.indexes(&bytes)) {
+            return body.clone();
+        }
+        let body = ListBody::new(bytes);
+        self.inner.list_indexings.fetch_add(1, Ordering::Relaxed);
+        *kept() = Some(body.clone());
+        body
     }
 
     /// Looks `key` up and loads it on a miss, counting and logging which it was.
@@ -218,18 +280,10 @@ impl ProductCache {
         };
         let result = self.inner.backend.get_or_load(key, entry, counted).await;
         if self.inner.mode != CacheMode::None {
-            let outcome = if ran.load(Ordering::Relaxed) {
-                "miss"
-            } else {
-                "hit"
-            };
+            let miss = ran.load(Ordering::Relaxed);
+            let outcome = if miss { "miss" } else { "hit" };
             tracing::debug!(key, outcome, "cache {outcome} for {key}");
-            metrics::counter!(
-                "catalog_cache_lookups_total",
-                "entry" => entry.label(),
-                "result" => outcome
-            )
-            .increment(1);
+            self.inner.lookups[lookup_slot(entry, miss)].increment(1);
         }
         result
     }

@@ -62,6 +62,28 @@ pub struct Config {
     #[arg(long, env = "SEED", default_value_t = true, action = clap::ArgAction::Set)]
     pub seed: bool,
 
+    /// Time to receive a request's line and headers, in milliseconds; also
+    /// how long an idle keep-alive connection stays open. Past it the
+    /// connection is closed without a response.
+    #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// Time to receive a request body once its headers are in, in
+    /// milliseconds (past it: 408), and how long a response write may stay
+    /// blocked on a client that does not read (past it: disconnected).
+    #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+
+    /// Connections served at once; past it a new connection gets a 503 and
+    /// is closed. Keep it under the process's file limit (`ulimit -n`).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// On SIGTERM or ctrl-c, how long requests in flight may take to finish,
+    /// in milliseconds; then the connections still open are closed.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
+    pub shutdown_timeout_ms: u64,
+
     /// Log filter, `tracing_subscriber::EnvFilter` syntax: `info`, `warn`,
     /// `info,catalog=debug` (adds a line per cache lookup: hit or miss, and
     /// the key), `debug` (everything, SQL included).
@@ -113,6 +135,10 @@ impl Config {
             redis_timeout_ms: 500,
             l1_capacity_mb: 64,
             seed: true,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_connections: 1024,
+            shutdown_timeout_ms: 20_000,
             log: "info".into(),
         }
     }
@@ -184,6 +210,22 @@ mod tests {
             clap_default("redis_timeout_ms")
         );
         assert_eq!(c.seed.to_string(), clap_default("seed"));
+        assert_eq!(
+            c.header_timeout_ms.to_string(),
+            clap_default("header_timeout_ms")
+        );
+        assert_eq!(
+            c.body_timeout_ms.to_string(),
+            clap_default("body_timeout_ms")
+        );
+        assert_eq!(
+            c.max_connections.to_string(),
+            clap_default("max_connections")
+        );
+        assert_eq!(
+            c.shutdown_timeout_ms.to_string(),
+            clap_default("shutdown_timeout_ms")
+        );
         assert_eq!(c.log, clap_default("log"));
         assert!(c.validate().is_ok());
     }

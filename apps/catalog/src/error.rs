@@ -31,6 +31,10 @@ pub enum ApiError {
     /// 405: the route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 408: the request body did not arrive within the body read timeout.
+    /// The connection is closed after the answer.
+    #[error("request timeout: {0}")]
+    RequestTimeout(String),
     /// 413: the body is larger than the limit.
     #[error("payload too large: {0}")]
     PayloadTooLarge(String),
@@ -66,6 +70,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -78,6 +83,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(d)
             | ApiError::NotFound(d)
+            | ApiError::RequestTimeout(d)
             | ApiError::PayloadTooLarge(d)
             | ApiError::UnsupportedMediaType(d) => Cow::Owned(d.clone()),
             ApiError::MethodNotAllowed => {
@@ -154,6 +160,7 @@ impl IntoResponse for ApiError {
         }
         let mut problem = Problem::new(status, self.detail());
         let is_unavailable = matches!(self, ApiError::Unavailable(_));
+        let is_timeout = matches!(self, ApiError::RequestTimeout(_));
         if let ApiError::Validation(errors) = self {
             problem.errors = Some(errors);
         }
@@ -162,6 +169,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if is_timeout {
+            // The rest of the body is never read: the connection cannot
+            // carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

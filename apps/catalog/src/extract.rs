@@ -1,6 +1,7 @@
 //! Extractors that turn axum's rejections into [`ApiError`]s, so that a bad
 //! body, path or query string is answered in problem+json like every other
-//! error: [`AppJson`], [`AppPath`] and [`AppQuery`].
+//! error: [`AppJson`], [`AppPath`] and [`AppQuery`]. [`AppJson`] also bounds
+//! the time the body takes to arrive (408).
 //!
 //! Each wraps the axum extractor of the same name and only changes the
 //! rejection; the statuses follow axum's classification (a body over the
@@ -16,6 +17,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::server::BodyReadTimeout;
 
 /// `axum::Json` with problem+json rejections.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,7 +31,21 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        // The server puts the body read timeout in the request (see
+        // `crate::server`); without one (a router called directly) there is
+        // no bound.
+        let timeout = req.extensions().get::<BodyReadTimeout>().map(|t| t.0);
+        let read = axum::Json::<T>::from_request(req, state);
+        let result = match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, read).await.map_err(|_| {
+                ApiError::RequestTimeout(format!(
+                    "The request body did not arrive within {} ms.",
+                    timeout.as_millis()
+                ))
+            })?,
+            None => read.await,
+        };
+        match result {
             Ok(axum::Json(value)) => Ok(AppJson(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }

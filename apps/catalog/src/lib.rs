@@ -35,6 +35,8 @@
 //! - [`app`]: [`AppState`], [`build_app`], [`serve`], [`run`].
 //! - [`telemetry`]: log lines, and span export to OpenTelemetry when the
 //!   `OTEL_*` variables ask for it.
+//! - [`server`]: the accept loop, timeouts, connection bound, shutdown
+//!   deadline, and problem+json for requests hyper cannot parse.
 
 pub mod app;
 pub mod cache;
@@ -46,10 +48,12 @@ pub mod metrics;
 pub mod model;
 pub mod routes;
 pub mod seed;
+pub mod server;
 pub mod telemetry;
 
 pub use app::{AppState, build_app, init_tracing, run, serve, shutdown_signal};
 pub use config::{CacheMode, Config};
+pub use server::Limits;
 
 // The workspace README's Rust snippets compile as doctests of this crate: it
 // depends on both library crates, and it is not published, so the README

@@ -4,18 +4,25 @@
 //! Prices are [`Decimal`]s with two decimal places, never floats, and travel as
 //! JSON strings (`"19.99"`): a string survives every JSON parser exactly,
 //! whereas a number is a binary float in JavaScript and in most decoders.
-//! Requests may also send a plain JSON number; it is accepted when it converts
-//! exactly (at most 15 significant digits, at most 2 decimal places).
+//! Requests may also send a plain JSON number, judged by its text; [`price`]
+//! owns the grammar and refuses what it would otherwise have to round.
+//!
+//! Text fields refuse NUL (U+0000): PostgreSQL cannot store it in `text`, and
+//! SQLite would store it, so both databases answer the same 422.
 //!
 //! Storage lives in [`crate::db`]; HTTP in [`crate::routes`].
 
+pub mod price;
+
 use std::collections::BTreeMap;
-use std::str::FromStr;
+use std::fmt;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -49,9 +56,8 @@ pub struct Product {
     // Read back as a string too: `Decimal`'s own `Deserialize` asks the format
     // what comes next (`deserialize_any`), which a binary codec such as
     // Postcard cannot answer, so a Postcard-encoded product never decoded.
-    // JSON bytes are the same either way.
-    #[serde(with = "rust_decimal::serde::str")]
-    #[schema(value_type = String, example = "49.99")]
+    #[serde(with = "price::text")]
+    #[schema(schema_with = price::served_schema)]
     pub price: Decimal,
     /// Creation time, RFC 3339, UTC, microsecond precision.
     #[serde(with = "time::serde::rfc3339")]
@@ -98,35 +104,65 @@ impl<'de> Deserialize<'de> for ProductList {
 /// Unknown fields are ignored.
 //
 // Every field is taken as raw JSON so that one response can name every bad
-// field, wrong types included. The body must be a JSON object: it is read
-// through a map, since serde would otherwise accept `["a", "b", "1"]` as a
-// struct.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(from = "serde_json::Map<String, Value>")]
+// field, wrong types included; the price stays as the text that was sent (see
+// [`price`]). The body must be a JSON object: the deserializer only visits
+// maps, since serde would otherwise accept `["a", "b", "1"]` as a struct.
+#[derive(Debug, Default, ToSchema)]
 #[schema(example = json!({"name": "Ergonomic Steel Keyboard", "description": "Quiet keys.", "price": "49.99"}))]
 pub struct ProductInput {
-    /// Required; 1 to 200 characters after trimming surrounding spaces.
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    /// Required; 1 to 200 characters, not only spaces (surrounding spaces
+    /// are trimmed), no NUL character.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200,
+             pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub name: Option<Value>,
-    /// Optional (empty when absent); at most 2,000 characters.
-    #[schema(value_type = Option<String>, max_length = 2000)]
+    /// Optional (empty when absent or null); at most 2,000 characters, no NUL
+    /// character.
+    #[schema(value_type = Option<String>, max_length = 2000, pattern = r"^[^\u0000]*$")]
     pub description: Option<Value>,
-    /// Required; a decimal string such as `"49.99"` (preferred) or a JSON
-    /// number that converts exactly; 0 to 99999999.99, at most two decimal
-    /// places.
-    #[schema(value_type = String, example = "49.99")]
-    pub price: Option<Value>,
+    /// Required; see [`price`].
+    #[schema(schema_with = price::input_schema, required = true)]
+    pub price: Option<Box<RawValue>>,
 }
 
-impl From<serde_json::Map<String, Value>> for ProductInput {
-    fn from(mut map: serde_json::Map<String, Value>) -> Self {
-        Self {
-            name: map.remove("name"),
-            description: map.remove("description"),
-            price: map.remove("price"),
+impl<'de> Deserialize<'de> for ProductInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = ProductInput;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object with the product's fields")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProductInput, A::Error> {
+                let mut input = ProductInput::default();
+                // A repeated key keeps its last value, as serde_json's `Map` does.
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "name" => input.name = Some(map.next_value()?),
+                        "description" => input.description = Some(map.next_value()?),
+                        "price" => input.price = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(input)
+            }
         }
+        deserializer.deserialize_map(Fields)
     }
 }
+
+/// Spaces as a name's trimming sees them: Unicode white space, plus the
+/// four information separators (U+001C to U+001F) that Python's `\s` (and
+/// so the OpenAPI pattern, as Python-based tools read it) counts as spaces.
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{1c}'..='\u{1f}')
+}
+
+/// Why a text field with a NUL character is refused.
+const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
 
 /// Validation messages per field name, in a stable order.
 pub type FieldErrors = BTreeMap<&'static str, Vec<String>>;
@@ -141,9 +177,12 @@ impl ProductInput {
         let mut errors = FieldErrors::new();
         let name = match self.name {
             Some(Value::String(s)) => {
-                let trimmed = s.trim();
-                let chars = trimmed.chars().count();
-                if chars == 0 {
+                let trimmed = s.trim_matches(is_space);
+                // The length as sent, as the OpenAPI `maxLength` counts it.
+                let chars = s.chars().count();
+                if s.contains('\0') {
+                    errors.entry("name").or_default().push(NUL_MESSAGE.into());
+                } else if trimmed.is_empty() {
                     errors
                         .entry("name")
                         .or_default()
@@ -170,7 +209,12 @@ impl ProductInput {
         let description = match self.description {
             Some(Value::String(s)) => {
                 let chars = s.chars().count();
-                if chars > MAX_DESCRIPTION_CHARS {
+                if s.contains('\0') {
+                    errors
+                        .entry("description")
+                        .or_default()
+                        .push(NUL_MESSAGE.into());
+                } else if chars > MAX_DESCRIPTION_CHARS {
                     errors.entry("description").or_default().push(format!(
                         "must be at most {MAX_DESCRIPTION_CHARS} characters (got {chars})"
                     ));
@@ -186,7 +230,7 @@ impl ProductInput {
                 String::new()
             }
         };
-        let price = match parse_price(self.price.as_ref()) {
+        let price = match price::parse(self.price.as_deref()) {
             Ok(price) => price,
             Err(message) => {
                 errors.entry("price").or_default().push(message);
@@ -203,71 +247,6 @@ impl ProductInput {
             Err(errors)
         }
     }
-}
-
-/// Turns the raw `price` into a checked decimal with two places.
-fn parse_price(raw: Option<&Value>) -> Result<Decimal, String> {
-    let parsed = match raw {
-        None | Some(Value::Null) => return Err("is required".into()),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            // `Decimal::from_str` rejects "NaN" and "inf" too: say why.
-            if [
-                "nan",
-                "inf",
-                "infinity",
-                "+inf",
-                "-inf",
-                "-infinity",
-                "+infinity",
-            ]
-            .contains(&s.to_ascii_lowercase().as_str())
-            {
-                return Err("must be a finite number".into());
-            }
-            Decimal::from_str(s)
-                .map_err(|_| format!("must be a decimal number such as \"19.99\", not {s:?}"))?
-        }
-        Some(Value::Number(n)) => {
-            if let Some(i) = n.as_i64() {
-                Decimal::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Decimal::from(u)
-            } else {
-                // serde_json holds other numbers as f64. Its shortest
-                // round-trip text equals the literal sent for up to 15
-                // significant digits, so the conversion is exact for any price
-                // in range; past that the value is too large anyway.
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                if !f.is_finite() {
-                    return Err("must be a finite number".into());
-                }
-                Decimal::from_str(&f.to_string())
-                    .map_err(|_| "is too large: the maximum is 99999999.99".to_string())?
-            }
-        }
-        Some(other) => {
-            return Err(format!(
-                "must be a decimal string such as \"19.99\" or a number, not {}",
-                json_type(other)
-            ));
-        }
-    };
-    if parsed.is_sign_negative() && !parsed.is_zero() {
-        return Err("must not be negative".into());
-    }
-    if parsed > max_price() {
-        return Err(format!("is too large: the maximum is {}", max_price()));
-    }
-    let normalized = parsed.normalize();
-    if normalized.scale() > PRICE_SCALE {
-        return Err(format!(
-            "must have at most {PRICE_SCALE} decimal places (got {normalized})"
-        ));
-    }
-    let mut price = normalized;
-    price.rescale(PRICE_SCALE);
-    Ok(price)
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -302,7 +281,9 @@ mod tests {
         let back: Vec<Product> = strata_cache::Postcard.decode(&postcard).unwrap();
         assert_eq!(back, products[..3]);
         let json = serde_json::to_value(&products[0]).unwrap();
-        assert_eq!(json["price"], products[0].price.to_string());
+        let mut two_places = products[0].price;
+        two_places.rescale(PRICE_SCALE);
+        assert_eq!(json["price"], two_places.to_string());
         let back: Product = serde_json::from_value(json).unwrap();
         assert_eq!(back, products[0]);
     }
@@ -311,21 +292,49 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    fn from_text(body: &str) -> ProductInput {
+        serde_json::from_str(body).unwrap()
+    }
+
     #[test]
     fn accepts_strings_and_exact_numbers() {
         for (raw, want) in [
-            (json!("19.99"), "19.99"),
-            (json!(19.99), "19.99"),
-            (json!(5), "5.00"),
-            (json!("0"), "0.00"),
-            (json!("-0"), "0.00"),
-            (json!("99999999.99"), "99999999.99"),
-            (json!(0.1), "0.10"),
+            (r#""19.99""#, "19.99"),
+            ("19.99", "19.99"),
+            ("5", "5.00"),
+            (r#""0""#, "0.00"),
+            ("-0", "0.00"),
+            (r#""99999999.99""#, "99999999.99"),
+            ("0.1", "0.10"),
         ] {
-            let p = input(json!({"name": "A", "price": raw}))
+            let p = from_text(&format!(r#"{{"name": "A", "price": {raw}}}"#))
                 .validate()
                 .unwrap();
             assert_eq!(p.price.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn numbers_are_judged_by_their_text() {
+        for raw in ["19.999999999999999", "1e2", "1.000"] {
+            let errors = from_text(&format!(r#"{{"name": "A", "price": {raw}}}"#))
+                .validate()
+                .unwrap_err();
+            assert!(errors.contains_key("price"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn refuses_nul_in_text_fields() {
+        for body in [
+            json!({"name": "\u{0}A", "price": "1"}),
+            json!({"name": "A\u{0}", "price": "1"}),
+            json!({"name": "A", "description": "x\u{0}y", "price": "1"}),
+        ] {
+            let errors = input(body.clone()).validate().unwrap_err();
+            assert_eq!(errors.len(), 1, "{body}");
+            let messages = errors.values().next().unwrap();
+            assert!(messages[0].contains("NUL"), "{messages:?}");
         }
     }
 
@@ -364,6 +373,9 @@ mod tests {
     fn name_length_counts_characters_not_bytes() {
         let ok = input(json!({"name": "é".repeat(200), "price": "1"})).validate();
         assert!(ok.is_ok());
+        // Counted as sent, surrounding spaces included (the OpenAPI maxLength).
+        let padded = input(json!({"name": format!(" {}", "é".repeat(200)), "price": "1"}));
+        assert!(padded.validate().unwrap_err().contains_key("name"));
         let too_long = input(json!({"name": "é".repeat(201), "price": "1"})).validate();
         assert!(too_long.unwrap_err().contains_key("name"));
     }

@@ -534,3 +534,113 @@ async fn operations_endpoints() {
         "the docs page loads nothing from outside"
     );
 }
+
+/// Pages come from the cached list without a pass over it: the list is
+/// indexed once per cached body, however many pages are served, and again
+/// after a write replaces it.
+async fn pages_reuse_the_index(app: &TestApp) {
+    let all = app.list().await;
+    let indexings = app.state.cache.list_indexings();
+    for offset in [0, 500, 990, 5000] {
+        for _ in 0..50 {
+            let (status, page) = app
+                .get_json(&format!("/products?limit=20&offset={offset}"))
+                .await;
+            assert_eq!(status, 200);
+            let want = &all[offset.min(all.len())..(offset + 20).min(all.len())];
+            assert_eq!(page.as_array().unwrap().as_slice(), want);
+        }
+    }
+    assert_eq!(app.state.cache.list_indexings(), indexings, "no re-index");
+
+    let response = app
+        .post_json("/products", &json!({"name": "Paged", "price": "1.00"}))
+        .await;
+    assert_eq!(response.status(), 201);
+    let (_, page) = app.get_json("/products?limit=1&offset=1000").await;
+    assert_eq!(page[0]["name"], "Paged");
+    assert_eq!(app.state.cache.list_indexings(), indexings + 1);
+    app.get_json("/products?limit=5&offset=3").await;
+    assert_eq!(app.state.cache.list_indexings(), indexings + 1);
+}
+
+#[tokio::test]
+async fn pages_reuse_the_index_sqlite_hybrid_l1() {
+    pages_reuse_the_index(&hybrid_app(&TestDb::sqlite()).await).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn pages_reuse_the_index_postgres_hybrid_redis(
+    pool: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let db = TestDb::postgres(pool, options);
+    pages_reuse_the_index(&hybrid_redis_app(&db, "pages").await).await;
+}
+
+/// The OpenAPI document states the bounds the server enforces (schemathesis
+/// in .ci/run checks the rest against live traffic).
+#[tokio::test]
+async fn openapi_states_what_the_server_enforces() {
+    let app = hybrid_app(&TestDb::sqlite()).await;
+    let (_, spec) = app.get_json("/openapi.json").await;
+    let params = spec["paths"]["/products"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"].clone())
+            .unwrap()
+    };
+    assert_eq!(param("limit")["minimum"], 1);
+    assert_eq!(param("limit")["maximum"], 1000);
+    assert_eq!(param("offset")["minimum"], 0);
+    assert_eq!(param("offset")["maximum"], 4294967295_u64);
+    for (query, status) in [
+        ("limit=1", 200),
+        ("limit=1000", 200),
+        ("offset=4294967295", 200),
+        ("offset=4294967296", 400),
+    ] {
+        assert_eq!(
+            app.get(&format!("/products?{query}")).await.status(),
+            status,
+            "{query}"
+        );
+    }
+
+    let input = &spec["components"]["schemas"]["ProductInput"];
+    let required: Vec<&str> = input["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        required.contains(&"name") && required.contains(&"price"),
+        "{input}"
+    );
+    let price = &input["properties"]["price"]["oneOf"];
+    assert_eq!(price[0]["type"], "string");
+    assert_eq!(price[0]["pattern"], catalog::model::price::PATTERN);
+    assert_eq!(price[1]["type"], "number");
+    assert!(
+        input["properties"]["name"]["pattern"].is_string(),
+        "{input}"
+    );
+    let served = &spec["components"]["schemas"]["Product"]["properties"]["price"];
+    assert_eq!(served["pattern"], catalog::model::price::SERVED_PATTERN);
+
+    for method in ["post", "put"] {
+        let responses = &spec["paths"][if method == "post" {
+            "/products"
+        } else {
+            "/products/{id}"
+        }][method]["responses"];
+        for status in ["408", "413", "415", "422"] {
+            assert!(responses[status].is_object(), "{method} {status}");
+        }
+    }
+}

@@ -21,6 +21,10 @@ use crate::model::{Product, ProductInput};
 /// The largest page `limit` accepts.
 pub const MAX_LIMIT: usize = 1_000;
 
+/// The largest `offset` accepted (past the end gives an empty page). Bounded
+/// so that the OpenAPI document can state the bound exactly.
+pub const MAX_OFFSET: u64 = u32::MAX as u64;
+
 /// The response header that carries the number of products before paging.
 pub const TOTAL_COUNT: &str = "x-total-count";
 
@@ -41,10 +45,12 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Paging {
-    /// Page size, 1 to 1000.
+    /// Page size, 1 to 1000; without it, every product from `offset` on.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// Products to skip, 0 or more; past the end gives an empty page.
-    offset: Option<usize>,
+    /// Products to skip, 0 to 4294967295; past the end gives an empty page.
+    #[param(minimum = 0, maximum = 4294967295_u64)]
+    offset: Option<u64>,
 }
 
 /// List products, in creation order.
@@ -70,6 +76,16 @@ pub async fn list(
         }
         None => None,
     };
+    let offset = match paging.offset {
+        // Bounded by MAX_OFFSET, which fits a usize on every target we build.
+        Some(o) if o <= MAX_OFFSET => usize::try_from(o).unwrap_or(usize::MAX),
+        Some(o) => {
+            return Err(ApiError::BadRequest(format!(
+                "`offset` must be between 0 and {MAX_OFFSET}, not {o}."
+            )));
+        }
+        None => 0,
+    };
     let body = state.cache.list_body(&state.repo).await?;
     // The whole list is the cached body itself, served without a copy; a
     // page is cut out of it (see `ListBody`).
@@ -77,7 +93,7 @@ pub async fn list(
         let total = body.count();
         (body.bytes().clone(), total)
     } else {
-        body.page(paging.offset.unwrap_or(0), limit)
+        body.page(offset, limit)
     };
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -115,8 +131,14 @@ pub async fn get_one(
     post, path = "/products", tag = "products", request_body = ProductInput,
     responses(
         (status = 201, description = "Created; `Location` names the new product", body = Product,
-         headers(("location" = String, description = "/products/{id}"))),
+         headers(("location" = String, description = "/products/{id}")),
+         links(
+             ("GetProduct" = (operation_id = "get_one", parameters(("id" = "$response.body#/id")))),
+             ("UpdateProduct" = (operation_id = "update", parameters(("id" = "$response.body#/id")))),
+             ("DeleteProduct" = (operation_id = "delete_one", parameters(("id" = "$response.body#/id")))),
+         )),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time; the connection closes", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not declared as JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
@@ -149,7 +171,9 @@ pub async fn create(
         (status = 200, description = "The updated product", body = Product),
         (status = 400, description = "Bad id or malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time; the connection closes", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not declared as JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, each named in `errors`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
