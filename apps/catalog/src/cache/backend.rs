@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use strata_cache::{
     Bytes, DistributedCache, EntryOptions, ErrorKind, FactoryContext, HybridCache,
-    HybridEntryOptions, MemoryDistributedCache,
+    HybridEntryOptions, MemoryDistributedCache, Propagation,
 };
 use strata_cache_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
 
@@ -174,17 +174,40 @@ impl Backend {
         match self {
             Backend::None => load().await,
             Backend::Typed { cache, .. } => {
-                match cache.get(key).await {
-                    Ok(Some(body)) => return Ok(body),
-                    Ok(None) => {}
+                // Cache-aside with a version check: the fill lands only if no
+                // writer removed the key since this read, so a row loaded
+                // just before a write commits cannot be put back after the
+                // write's invalidation (on any instance).
+                let version = match cache.get_versioned(key).await {
+                    Ok(read) => match read.value {
+                        Some(body) => return Ok(body),
+                        None => Some(read.version),
+                    },
                     Err(error) => {
                         tracing::warn!(key, %error, "cache read failed; reading the database");
+                        None
                     }
-                }
+                };
                 let body = load().await?;
-                let options = entry_options(entry, is_negative(&body));
-                if let Err(error) = cache.set(key, body.clone(), &options).await {
-                    tracing::warn!(key, %error, "cache write failed; the value is served uncached");
+                if let Some(version) = version {
+                    // In the background: the request waits for Redis once
+                    // (the read above), whatever Redis does with the fill.
+                    let (cache, key, body) = (Arc::clone(cache), key.to_owned(), body.clone());
+                    let options = entry_options(entry, is_negative(&body));
+                    tokio::spawn(async move {
+                        match cache.set_if_version(&key, body, &options, &version).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                tracing::debug!(
+                                    key,
+                                    "the entry changed during the load; not cached"
+                                );
+                            }
+                            Err(error) => {
+                                tracing::warn!(key, %error, "cache write failed; the value is served uncached");
+                            }
+                        }
+                    });
                 }
                 Ok(body)
             }
@@ -221,25 +244,35 @@ impl Backend {
         }
     }
 
-    /// Removes `product_key` and the list.
+    /// Removes `product_key` and the list. Both at once: a request waits for
+    /// Redis at most one timeout, however many entries it invalidates.
     pub(crate) async fn invalidate(&self, product_key: &str) {
         match self {
             Backend::None => {}
             Backend::Typed { cache, .. } => {
-                for key in [product_key, LIST_KEY] {
-                    if let Err(error) = cache.remove(key).await {
+                let (product, list) =
+                    tokio::join!(cache.remove(product_key), cache.remove(LIST_KEY));
+                for (key, result) in [(product_key, product), (LIST_KEY, list)] {
+                    if let Err(error) = result {
                         tracing::warn!(key, %error, "cache invalidation failed; the entry expires on its own");
                     }
                 }
             }
             Backend::Hybrid { cache, .. } => {
-                // HybridCache logs L2 and backplane failures itself and only
-                // returns errors for invalid keys, which these are not.
-                if let Err(error) = cache.remove(product_key).await {
-                    tracing::warn!(key = product_key, %error, "cache invalidation failed");
-                }
-                if let Err(error) = cache.remove_by_tag(LIST_TAG).await {
-                    tracing::warn!(tag = LIST_TAG, %error, "cache invalidation failed");
+                // HybridCache keeps what L2 or the backplane did not take and
+                // replays it; it returns errors only for invalid keys.
+                let (product, list) =
+                    tokio::join!(cache.remove(product_key), cache.remove_by_tag(LIST_TAG));
+                for (what, result) in [(product_key, product), (LIST_TAG, list)] {
+                    match result {
+                        Ok(Propagation::Complete) => {}
+                        Ok(_) => tracing::warn!(
+                            what,
+                            "cache invalidation deferred: Redis did not take it in time; \
+                             it is replayed as soon as Redis answers"
+                        ),
+                        Err(error) => tracing::warn!(what, %error, "cache invalidation failed"),
+                    }
                 }
             }
         }
