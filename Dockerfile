@@ -9,7 +9,7 @@
 
 # ---- build ------------------------------------------------------------------
 # The workspace's minimum Rust version (rust-version in Cargo.toml).
-FROM rust:1.88-bookworm AS build
+FROM rust:1.94-bookworm AS build
 WORKDIR /src
 
 # Only what the build needs: a context's target/ must never reach the image.
