@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use strata_cache_testkit::RedisServer;
 
 /// How long the app may take to use Redis again after it restarts: the
-/// reconnect, plus HybridCache's circuit-breaker cool-down (10 s), with room
+/// reconnect, plus HybridCache's circuit-breaker cool-down (1 s), with room
 /// for a loaded CI machine.
 const RECONNECT_BOUND: Duration = Duration::from_secs(30);
 
@@ -141,4 +141,57 @@ async fn redis_outage_falls_back_to_postgres_and_recovers_hybrid_mode(
     options: PgConnectOptions,
 ) {
     outage_and_recovery(CacheMode::Hybrid, TestDb::postgres(pool, options)).await;
+}
+
+/// A hung Redis (frozen, connections open) costs a request at most about one
+/// `REDIS_TIMEOUT_MS`, however many cache calls the request makes.
+async fn a_hung_redis_costs_one_timeout(mode: CacheMode, db: TestDb) {
+    let mut redis = RedisServer::new();
+    let mut config = config(
+        mode,
+        Some(redis.url()),
+        &common::unique_instance_name("hung"),
+    );
+    config.redis_timeout_ms = 400;
+    let app = TestApp::start(&db, &config).await;
+    let product = app.list().await[5].clone();
+    let path = format!("/products/{}", product["id"].as_str().unwrap());
+    assert_eq!(app.get(&path).await.status(), 200);
+    redis.pause();
+    // Past one timeout, plus what the database takes on a loaded machine;
+    // under two timeouts, which four sequential Redis calls would exceed.
+    let bound = Duration::from_millis(780);
+    let started = std::time::Instant::now();
+    let response = app
+        .put_json(&path, &json!({"name": "Hung", "price": "2.00"}))
+        .await;
+    let put = started.elapsed();
+    assert_eq!(response.status(), 200);
+    let started = std::time::Instant::now();
+    let (status, body) = app.get_json(&path).await;
+    let get = started.elapsed();
+    assert_eq!((status, body["name"].as_str()), (200, Some("Hung")));
+    let started = std::time::Instant::now();
+    assert_eq!(app.list().await.len(), 1000);
+    let list = started.elapsed();
+    redis.resume();
+    assert!(put < bound, "{mode:?}: a PUT took {put:?}");
+    assert!(get < bound, "{mode:?}: a GET took {get:?}");
+    assert!(list < bound, "{mode:?}: the list took {list:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn hybrid_a_hung_redis_costs_a_request_one_timeout(
+    pool: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    a_hung_redis_costs_one_timeout(CacheMode::Hybrid, TestDb::postgres(pool, options)).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn redis_a_hung_redis_costs_a_request_one_timeout(
+    pool: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    a_hung_redis_costs_one_timeout(CacheMode::Redis, TestDb::postgres(pool, options)).await;
 }
