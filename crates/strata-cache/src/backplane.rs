@@ -118,6 +118,17 @@ pub trait Backplane: Send + Sync + 'static {
     fn subscribe(&self) -> Subscription;
 }
 
+#[async_trait]
+impl<T: Backplane + ?Sized> Backplane for std::sync::Arc<T> {
+    async fn publish(&self, notice: &Notice) -> Result<()> {
+        (**self).publish(notice).await
+    }
+
+    fn subscribe(&self) -> Subscription {
+        (**self).subscribe()
+    }
+}
+
 /// Capacity of [`InProcessBackplane`]'s channel; a subscriber further behind
 /// than this gets a [`BackplaneEvent::Gap`].
 const IN_PROCESS_CAPACITY: usize = 4096;

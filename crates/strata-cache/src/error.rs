@@ -113,13 +113,52 @@ impl Error {
         matches!(self.0.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
     }
 
-    /// Wraps the error of a failed factory; the message names the key.
-    pub fn factory(key: &str, source: impl StdError + Send + Sync + 'static) -> Self {
-        Self::new(
+    /// Wraps the error of a failed factory; the message names the key. Takes
+    /// whatever `?` produces in an application: any `std::error::Error`, a
+    /// `Box<dyn Error + Send + Sync>`, an `anyhow::Error`, a `String`.
+    pub fn factory(key: &str, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        let mut error = Self::new(
             ErrorKind::Factory,
             format!("the factory for {key:?} failed"),
-        )
-        .with_source(source)
+        );
+        Arc::make_mut(&mut error.0).source = Some(Arc::from(source.into()));
+        error
+    }
+
+    /// The factory's own error, when this is an [`ErrorKind::Factory`] error
+    /// whose factory failed with an `E`: get your own error type back (a "not
+    /// found" to turn into a 404, say) without walking the source chain.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use strata_cache::{HybridCache, HybridEntryOptions};
+    ///
+    /// #[derive(Debug)]
+    /// struct NotFound;
+    /// impl std::fmt::Display for NotFound {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("no such product")
+    ///     }
+    /// }
+    /// impl std::error::Error for NotFound {}
+    ///
+    /// let cache = HybridCache::builder().build();
+    /// let error = cache
+    ///     .get_or_create("product:404", &HybridEntryOptions::new(), |_| async {
+    ///         Err::<String, _>(NotFound)
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(error.factory_error::<NotFound>().is_some());
+    /// # });
+    /// ```
+    pub fn factory_error<E: StdError + 'static>(&self) -> Option<&E> {
+        if self.0.kind != ErrorKind::Factory {
+            return None;
+        }
+        self.0.source.as_deref()?.downcast_ref::<E>()
     }
 
     pub(crate) fn invalid_options(message: impl Into<String>) -> Self {
@@ -139,13 +178,12 @@ impl fmt::Debug for Error {
     }
 }
 
+/// The kind and the message. The source is not repeated here: it is
+/// [`source`](StdError::source), which error reporters (`anyhow`'s `{:#}`,
+/// `tracing`'s error fields) print after this.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.0.kind, self.0.message)?;
-        if let Some(source) = &self.0.source {
-            write!(f, " ({source})")?;
-        }
-        Ok(())
+        write!(f, "{}: {}", self.0.kind, self.0.message)
     }
 }
 
@@ -163,18 +201,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_names_kind_message_and_source() {
+    fn display_names_kind_and_message_and_the_source_follows() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let err =
             Error::new(ErrorKind::Unavailable, "redis at 127.0.0.1:1 is down").with_source(io);
         assert_eq!(err.kind(), ErrorKind::Unavailable);
         assert!(err.is_unavailable());
         assert!(!err.is_timeout());
+        assert_eq!(err.to_string(), "unavailable: redis at 127.0.0.1:1 is down");
         assert_eq!(
-            err.to_string(),
-            "unavailable: redis at 127.0.0.1:1 is down (refused)"
+            StdError::source(&err).map(ToString::to_string).as_deref(),
+            Some("refused")
         );
-        assert!(StdError::source(&err).is_some());
         assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+
+    #[derive(Debug)]
+    struct NotFound;
+
+    impl fmt::Display for NotFound {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("not found")
+        }
+    }
+
+    impl StdError for NotFound {}
+
+    #[test]
+    fn a_factory_error_gives_back_its_own_type() {
+        let err = Error::factory("k", NotFound);
+        assert!(err.factory_error::<NotFound>().is_some());
+        assert!(err.factory_error::<std::io::Error>().is_none());
+        let boxed: Box<dyn StdError + Send + Sync> = "no row".into();
+        let err = Error::factory("k", boxed);
+        assert_eq!(
+            StdError::source(&err).map(ToString::to_string).as_deref(),
+            Some("no row")
+        );
+        let other = Error::new(ErrorKind::Timeout, "slow").with_source(NotFound);
+        assert!(
+            other.factory_error::<NotFound>().is_none(),
+            "only factory errors"
+        );
     }
 }

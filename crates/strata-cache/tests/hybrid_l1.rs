@@ -10,7 +10,7 @@ use std::time::Duration;
 use strata_cache::{ErrorKind, FactoryContext, HybridCache, HybridEntryOptions};
 use tokio::sync::Notify;
 
-use common::{DbDown, Product, counting, failing, id, product, secs};
+use common::{DbDown, Product, counting, failing, id, options, product, secs};
 
 #[tokio::test(start_paused = true)]
 async fn l1_hit_returns_the_cached_value_without_running_the_factory() {
@@ -476,4 +476,42 @@ fn l1_writes_reach_a_thread_that_served_the_old_value() {
     assert!(cache.stats().l1_hits() >= 8);
     drop(ask);
     reader.join().unwrap();
+}
+
+/// The factory's error is whatever `?` produces in an application, and the
+/// caller gets its own type back.
+#[tokio::test]
+async fn l1_factories_may_fail_with_any_application_error() {
+    let cache = HybridCache::builder().build();
+    let boxed = cache
+        .get_or_create("a", &options(), |_| async {
+            Err::<u32, Box<dyn std::error::Error + Send + Sync>>("no row".into())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(boxed.kind(), strata_cache::ErrorKind::Factory);
+    let anyhow = cache
+        .get_or_create("b", &options(), |_| async {
+            Err::<u32, _>(anyhow::anyhow!("pool timed out"))
+        })
+        .await
+        .unwrap_err();
+    let source = std::error::Error::source(&anyhow).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("pool timed out"));
+    let own = cache
+        .get_or_create("c", &options(), |_| async { Err::<u32, _>(DbDown) })
+        .await
+        .unwrap_err();
+    assert!(own.factory_error::<DbDown>().is_some());
+}
+
+/// A large value cached as an `Arc` is served without a deep copy: every
+/// hit hands out the same allocation.
+#[tokio::test]
+async fn l1_an_arc_value_is_shared_not_cloned() {
+    let cache = HybridCache::builder().build();
+    let make = |_| async { Ok::<_, DbDown>(std::sync::Arc::new(vec![product(1); 100])) };
+    let first = cache.get_or_create("list", &options(), make).await.unwrap();
+    let second = cache.get_or_create("list", &options(), make).await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &second));
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use strata_cache::{Backplane, HybridCache, HybridEntryOptions, InProcessBackplane};
 use tracing::Instrument;
+use tracing_subscriber::registry::LookupSpan;
 
 use common::{DbDown, counting, memory_l2, options, product};
 
@@ -20,22 +21,36 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// The names of the current span and its parents, innermost first.
+fn span_chain() -> Vec<String> {
+    let Some(id) = tracing::Span::current().id() else {
+        return Vec::new();
+    };
+    tracing::dispatcher::get_default(|dispatch| {
+        let registry = dispatch
+            .downcast_ref::<tracing_subscriber::Registry>()
+            .expect("the registry");
+        registry.span(&id).map_or_else(Vec::new, |span| {
+            span.scope().map(|s| s.name().to_owned()).collect()
+        })
+    })
+}
+
 #[tokio::test]
 async fn the_factory_runs_in_the_callers_span() {
     let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
     let cache = HybridCache::builder().build();
     let span = tracing::info_span!("request", id = 7);
-    let seen: Option<String> = cache
-        .get_or_create("k", &options(), |_| async {
-            let name = tracing::Span::current()
-                .metadata()
-                .map(|m| m.name().to_owned());
-            Ok::<_, DbDown>(name)
-        })
+    let chain: Vec<String> = cache
+        .get_or_create("k", &options(), |_| async { Ok::<_, DbDown>(span_chain()) })
         .instrument(span)
         .await
         .unwrap();
-    assert_eq!(seen.as_deref(), Some("request"));
+    assert_eq!(
+        chain,
+        ["strata.factory", "strata.get_or_create", "request"],
+        "the factory's span is a child of the caller's"
+    );
 }
 
 #[test]

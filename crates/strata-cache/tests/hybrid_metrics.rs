@@ -93,11 +93,16 @@ impl Totals {
     fn collect(&mut self) {
         for (key, _unit, description, value) in self.snapshotter.snapshot().into_vec() {
             let (kind, key) = key.into_parts();
+            assert!(
+                key.labels()
+                    .any(|l| l.key() == "cache" && l.value() == "default"),
+                "{key:?}: every metric names its cache"
+            );
             if kind == MetricKind::Gauge {
                 assert_eq!(
                     (key.name(), key.labels().count()),
-                    ("strata_hybrid_pending_operations", 0),
-                    "the one gauge, without labels"
+                    ("strata_hybrid_pending_operations", 1),
+                    "the one gauge, with its cache label only"
                 );
                 continue;
             }
@@ -107,6 +112,7 @@ impl Totals {
             };
             let mut labels: Vec<(String, String)> = key
                 .labels()
+                .filter(|l| l.key() != "cache")
                 .map(|l| (l.key().to_owned(), l.value().to_owned()))
                 .collect();
             labels.sort();
@@ -352,11 +358,11 @@ async fn hybrid_metrics_counters_move_as_documented_and_never_carry_values() {
     for id in &seen {
         assert!(documented.contains(id), "undocumented metric {id:?}");
     }
-    assert_eq!(
-        seen.len(),
-        documented.len(),
-        "every documented metric is registered"
-    );
+    // Metrics appear with their first event (nothing is registered ahead):
+    // this walk-through produces the first eight, not the fault counters.
+    for id in &documented[..8] {
+        assert!(seen.contains(&id), "{id:?} was counted");
+    }
     let mut texts: Vec<String> = totals.descriptions.clone();
     for (name, labels) in &seen {
         texts.push(name.clone());

@@ -44,7 +44,8 @@ pub const DEFAULT_TRUST_WINDOW: Duration = Duration::from_secs(1);
 /// bounded by [`DEFAULT_L2_TIMEOUT`] (1 s, also the budget of one call for
 /// all its waits on them), their circuit breakers opening after 5
 /// consecutive failures for 1 s, a trust window of [`DEFAULT_TRUST_WINDOW`]
-/// (1 s), the JSON codec.
+/// (1 s), the JSON codec, the name `default` (the `cache` label of its
+/// metrics).
 ///
 /// # Example
 ///
@@ -80,6 +81,7 @@ pub struct HybridCacheBuilder {
     trust_window: Duration,
     clock_offset_ms: i64,
     codec: CodecChoice,
+    name: String,
 }
 
 impl std::fmt::Debug for HybridCacheBuilder {
@@ -116,19 +118,29 @@ impl HybridCacheBuilder {
             trust_window: DEFAULT_TRUST_WINDOW,
             clock_offset_ms: 0,
             codec: CodecChoice::Json,
+            name: "default".to_owned(),
         }
     }
 
-    /// The L2: any [`DistributedCache`] (Redis, memory...). Without one the
+    /// The L2: any [`DistributedCache`] (Redis, memory...), given as it is
+    /// (backends are cheap `Clone` handles) or as an `Arc`. Without one the
     /// cache is L1 only.
-    pub fn distributed(mut self, cache: Arc<dyn DistributedCache>) -> Self {
-        self.distributed = Some(cache);
+    pub fn distributed(mut self, cache: impl DistributedCache) -> Self {
+        self.distributed = Some(Arc::new(cache));
         self
     }
 
-    /// The backplane that keeps instances' L1 coherent.
-    pub fn backplane(mut self, backplane: Arc<dyn Backplane>) -> Self {
-        self.backplane = Some(backplane);
+    /// The backplane that keeps instances' L1 coherent, given as it is or as
+    /// an `Arc`.
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.backplane = Some(Arc::new(backplane));
+        self
+    }
+
+    /// This cache's name, the `cache` label of its metrics (default
+    /// `default`): two caches of one process are told apart by it.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -216,9 +228,9 @@ impl HybridCacheBuilder {
 
     /// Builds the cache. Its background tasks start on the current Tokio
     /// runtime, or on the runtime of its first call when built outside one.
-    ///
-    /// Install the `metrics` recorder before this call: the cache registers
-    /// its counters here.
+    /// Building cannot fail: nothing is connected or validated here that a
+    /// call would not meet anyway (L2 and the backplane connect on their own,
+    /// invalid entry options are rejected by the calls that use them).
     pub fn build(self) -> HybridCache {
         let random = foldhash::fast::RandomState::default();
         let id = self.instance_id.unwrap_or_else(|| {
@@ -228,7 +240,7 @@ impl HybridCacheBuilder {
             )
         });
         let clock = Clock::with_offset(self.clock_offset_ms);
-        let stats = Arc::new(Stats::new());
+        let stats = Arc::new(Stats::new(self.name.clone()));
         let with_l2 = self.distributed.is_some();
         let with_backplane = self.backplane.is_some();
         let notices = self.backplane.map(|backplane| {
@@ -245,6 +257,7 @@ impl HybridCacheBuilder {
         let engine = Arc::new(Engine {
             id,
             settings: Settings {
+                name: self.name,
                 codec: self.codec,
                 defaults: self.defaults,
                 max_key_length: self.max_key_length,

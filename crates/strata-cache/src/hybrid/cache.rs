@@ -77,14 +77,47 @@ impl HybridCache {
     /// caching; a value whose encoding exceeds the payload limit is returned
     /// but not cached.
     ///
+    /// The factory runs in a task of its own (so that a dropped caller
+    /// cancels nothing), hence `'static`: move into it what it needs (clone a
+    /// pool handle, an id). Its error is whatever `?` gives you: any
+    /// `std::error::Error`, `Box<dyn Error + Send + Sync>`, `anyhow::Error`.
+    ///
+    /// A hit clones `T`. For large values cache an `Arc<T>` (serde's `rc`
+    /// feature, on in this crate): a hit is then a reference count.
+    ///
     /// # Example
     ///
-    /// See [`HybridCache`].
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use strata_cache::{HybridCache, HybridEntryOptions};
+    ///
+    /// #[derive(Clone)]
+    /// struct Db; // a connection pool, cheap to clone
+    /// impl Db {
+    ///     async fn product(&self, id: u64) -> Result<Option<String>, std::io::Error> {
+    ///         Ok((id == 7).then(|| "Lamp".to_string()))
+    ///     }
+    /// }
+    ///
+    /// let (cache, db) = (HybridCache::builder().build(), Db);
+    /// let id = 7;
+    /// let name: Arc<Option<String>> = cache
+    ///     .get_or_create(&format!("product:{id}"), &HybridEntryOptions::new(), {
+    ///         let db = db.clone(); // the factory owns what it uses
+    ///         move |_ctx| async move { db.product(id).await.map(Arc::new) }
+    ///     })
+    ///     .await?;
+    /// assert_eq!(name.as_deref(), Some("Lamp"));
+    /// # Ok::<(), strata_cache::Error>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
     ///
     /// - [`ErrorKind::Factory`] when the factory fails and fail-safe has no
-    ///   stale value to serve; the factory's error is the
+    ///   stale value to serve; [`Error::factory_error`] gives the factory's
+    ///   own error back, which is also the
     ///   [`source`](std::error::Error::source). Every waiting caller gets it;
     ///   nothing is cached.
     /// - [`ErrorKind::Timeout`] past the hard factory timeout with no stale value.
@@ -99,7 +132,7 @@ impl HybridCache {
         T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce(FactoryContext) -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
-        E: std::error::Error + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         if options.reads_l1()
             && let Some(value) = self.engine.l1_fresh::<Serde<T>>(key)
@@ -256,6 +289,17 @@ pub(crate) fn check_options(options: &HybridEntryOptions) -> Result<()> {
             ErrorKind::InvalidOptions,
             "the expiration is zero: use a positive duration, or skip_l1_write and \
              skip_l2_write to not cache",
+        ));
+    }
+    if let Some(threshold) = options.eager_refresh
+        && !(threshold > 0.0 && threshold < 1.0)
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidOptions,
+            format!(
+                "the eager refresh threshold is {threshold}: use a fraction of the entry's \
+                 life strictly between 0 and 1 (0.9: refresh after 90%)"
+            ),
         ));
     }
     Ok(())

@@ -32,6 +32,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// Cache-wide settings that do not belong to one part.
 #[derive(Debug)]
 pub(crate) struct Settings {
+    /// The cache's name: its metrics' and spans' `cache` label.
+    pub(crate) name: String,
     pub(crate) codec: CodecChoice,
     pub(crate) defaults: HybridEntryOptions,
     pub(crate) max_key_length: usize,

@@ -16,6 +16,12 @@
 //!
 //! Fail-safe, factory timeouts and eager refresh are decided here. Every wait
 //! for L2 comes out of one budget per call (`l2_timeout`).
+//!
+//! Tracing: the miss path runs in a `strata.get_or_create` span (fields
+//! `cache`, and `layer`: where the value came from, `l1`, `l2`, `factory`,
+//! `stale` or `error`), with `strata.l2.get`, `strata.factory` and
+//! `strata.l2.fill` spans inside. A hit on the hit path makes no span. No
+//! span records a key or a value.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,7 +40,7 @@ use super::l1::L1Entry;
 use super::lookup::{Loaded, Local};
 use super::options::HybridEntryOptions;
 use super::repr::{Repr, type_mismatch};
-use super::stampede::{Fetched, Leader, Outcome};
+use super::stampede::{Fetched, Leader, Outcome, Source};
 use super::stats::Event;
 use super::write::{NewEntry, Times, fill_bytes, l2_options};
 use crate::backplane::BackplaneMessage;
@@ -54,7 +60,7 @@ struct Fetch<F> {
     deadline: Instant,
 }
 
-/// `get_or_create` after an L1 miss on the hit path.
+/// `get_or_create` after an L1 miss on the hit path, in its span.
 pub(crate) async fn get_or_create_slow<R, E, F, Fut>(
     engine: &Arc<Engine>,
     key: &str,
@@ -65,7 +71,33 @@ where
     R: Repr,
     F: FnOnce(FactoryContext) -> Fut + Send + 'static,
     Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let span = tracing::info_span!(
+        "strata.get_or_create",
+        cache = %engine.settings.name,
+        layer = tracing::field::Empty
+    );
+    let result = miss_path::<R, _, _, _>(engine, key, options, factory)
+        .instrument(span.clone())
+        .await;
+    if result.is_err() {
+        span.record("layer", "error");
+    }
+    result
+}
+
+async fn miss_path<R, E, F, Fut>(
+    engine: &Arc<Engine>,
+    key: &str,
+    options: &HybridEntryOptions,
+    factory: F,
+) -> Result<R::Value>
+where
+    R: Repr,
+    F: FnOnce(FactoryContext) -> Fut + Send + 'static,
+    Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     check_options(options)?;
     if let Err(error) = engine.check_key(key) {
@@ -83,6 +115,7 @@ where
             Local::Serve { entry, refresh } => {
                 if let Some(value) = entry.get::<R>() {
                     engine.stats.l1_hit();
+                    tracing::Span::current().record("layer", "l1");
                     if refresh && !entry.eager_started.swap(true, Ordering::AcqRel) {
                         tracing::debug!(key, "eager refresh");
                         let fetch = Fetch {
@@ -134,7 +167,11 @@ where
                 Err(_) => match stale {
                     Some(entry) => {
                         tracing::debug!(key, "factory timeout: serving the stale value");
-                        Ok(Fetched { entry, stale: true })
+                        Ok(Fetched {
+                            entry,
+                            stale: true,
+                            source: Source::Factory,
+                        })
                     }
                     None => Err(Error::new(
                         ErrorKind::Timeout,
@@ -147,6 +184,12 @@ where
             }
         }
     }?;
+    let layer = match (fetched.stale, fetched.source) {
+        (true, _) => "stale",
+        (false, Source::L2) => "l2",
+        (false, Source::Factory) => "factory",
+    };
+    tracing::Span::current().record("layer", layer);
     if fetched.stale {
         engine.stats.record(Event::StaleServed);
     }
@@ -163,7 +206,7 @@ where
     R: Repr,
     F: FnOnce(FactoryContext) -> Fut + Send + 'static,
     Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     let engine = Arc::clone(engine);
     let key = key.to_owned();
@@ -180,7 +223,7 @@ where
     R: Repr,
     F: FnOnce(FactoryContext) -> Fut + Send + 'static,
     Fut: Future<Output = std::result::Result<R::Value, E>> + Send + 'static,
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     let Fetch {
         options,
@@ -205,6 +248,7 @@ where
             return leader.finish(Ok(Fetched {
                 entry,
                 stale: false,
+                source: Source::L2,
             }));
         }
         Loaded::Hit(_) | Loaded::Confirmed(_) => None,
@@ -227,7 +271,10 @@ where
     let context = FactoryContext::new(key, stale.is_some());
     engine.stats.record(Event::FactoryRun);
     tracing::debug!(key, stale = stale.is_some(), eager, "running the factory");
-    let value = match factory(context.clone()).await {
+    let value = match factory(context.clone())
+        .instrument(tracing::info_span!("strata.factory"))
+        .await
+    {
         Ok(value) => value,
         Err(error) => {
             let error = Error::factory(key, error);
@@ -267,6 +314,7 @@ where
     leader.finish(Ok(Fetched {
         entry,
         stale: false,
+        source: Source::Factory,
     }));
     if invalidated {
         tracing::debug!(
@@ -289,19 +337,24 @@ where
     {
         let bytes = fill_bytes(engine, codec, payload, times, &options.tags, read_seq);
         let l2_key = entry_key(key);
-        let landed = match &version {
-            Some(version) => {
-                engine
+        let l2_options = l2_options(&options);
+        let landed = async {
+            match &version {
+                Some(version) => {
+                    engine
+                        .l2
+                        .write_if(&l2_key, bytes, &l2_options, version)
+                        .await
+                }
+                None => engine
                     .l2
-                    .write_if(&l2_key, bytes, &l2_options(&options), version)
+                    .write(&l2_key, bytes, &l2_options)
                     .await
+                    .map(|()| true),
             }
-            None => engine
-                .l2
-                .write(&l2_key, bytes, &l2_options(&options))
-                .await
-                .map(|()| true),
-        };
+        }
+        .instrument(tracing::info_span!("strata.l2.fill"))
+        .await;
         match landed {
             Ok(true) => {
                 if let Some(notices) = &engine.notices {
@@ -360,7 +413,11 @@ fn fail_safe_fallback<R: Repr>(
             if options.writes_l1() {
                 engine.insert_l1(key, &entry, None);
             }
-            Ok(Fetched { entry, stale: true })
+            Ok(Fetched {
+                entry,
+                stale: true,
+                source: Source::Factory,
+            })
         }
         None => {
             tracing::debug!(key, %error, "factory failed");

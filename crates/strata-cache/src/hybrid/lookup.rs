@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::engine::Engine;
 use super::envelope::{Envelope, Unreadable, entry_key};
@@ -129,10 +130,14 @@ impl Engine {
         }
         let due = self.order.due_records(&options.tags, self.clock.now_ms());
         let entry_key = entry_key(key);
-        let (read, ()) = tokio::join!(
-            self.l2.read(&entry_key, deadline),
-            self.read_records(due, deadline)
-        );
+        let (read, ()) = async {
+            tokio::join!(
+                self.l2.read(&entry_key, deadline),
+                self.read_records(due, deadline)
+            )
+        }
+        .instrument(tracing::info_span!("strata.l2.get"))
+        .await;
         let Ok(read) = read else {
             return miss(None);
         };

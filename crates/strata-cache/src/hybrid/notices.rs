@@ -323,7 +323,7 @@ mod tests {
             Breaker::new("backplane", 5, Duration::from_secs(1)),
             Duration::from_secs(1),
             Clock::with_offset(0),
-            Arc::new(Stats::new()),
+            Arc::new(Stats::new("test".into())),
         )
     }
 

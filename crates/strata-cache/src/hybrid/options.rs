@@ -149,9 +149,11 @@ impl HybridEntryOptions {
 
     /// Eager refresh: a hit past `threshold` (a fraction of the entry's life,
     /// strictly between 0 and 1, e.g. 0.9) returns at once and refreshes the
-    /// entry in the background, once. Values outside (0, 1) turn it off.
+    /// entry in the background, once. A threshold outside (0, 1) is refused:
+    /// calls not answered from L1 fail with
+    /// [`ErrorKind::InvalidOptions`](crate::ErrorKind::InvalidOptions).
     pub fn with_eager_refresh(mut self, threshold: f32) -> Self {
-        self.eager_refresh = (threshold > 0.0 && threshold < 1.0).then_some(threshold);
+        self.eager_refresh = Some(threshold);
         self
     }
 
@@ -241,13 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn eager_threshold_outside_the_unit_interval_is_off() {
-        assert_eq!(
-            HybridEntryOptions::new()
-                .with_eager_refresh(1.0)
-                .eager_refresh,
-            None
-        );
+    fn eager_threshold_is_kept_as_given_for_the_call_to_check() {
         assert_eq!(
             HybridEntryOptions::new()
                 .with_eager_refresh(0.8)

@@ -61,7 +61,7 @@ impl HybridCache {
     where
         F: FnOnce(FactoryContext) -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Bytes, E>> + Send + 'static,
-        E: std::error::Error + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         if options.reads_l1()
             && let Some(value) = self.engine.l1_fresh::<Raw>(key)

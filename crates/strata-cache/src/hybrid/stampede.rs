@@ -22,12 +22,20 @@ use super::order::Order;
 use super::reads::{ReadMark, Reads, RunningRead};
 use crate::error::{Error, ErrorKind, Result};
 
-/// A fetch's result: the entry (cached or not) and whether it is a stale
-/// fallback served by fail-safe.
+/// A fetch's result: the entry (cached or not), whether it is a stale
+/// fallback served by fail-safe, and where it came from.
 #[derive(Debug, Clone)]
 pub(crate) struct Fetched {
     pub(crate) entry: Arc<L1Entry>,
     pub(crate) stale: bool,
+    pub(crate) source: Source,
+}
+
+/// Where a fetch found its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    L2,
+    Factory,
 }
 
 pub(crate) type Outcome = Result<Fetched>;

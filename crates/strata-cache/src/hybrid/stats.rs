@@ -1,9 +1,11 @@
 //! Per-instance counters ([`HybridStats`]) and the `metrics` facade counters.
 //!
-//! Metric handles are registered once, when the cache is built, and kept:
-//! calling the `counter!` macro per event costs a registry lookup with a
-//! recorder installed, while incrementing a kept handle is one virtual call.
-//! The consequence: install the metrics recorder before building the cache.
+//! Every metric carries the label `cache` (the builder's `name`), so two
+//! caches of one process are told apart. Metrics are resolved through the
+//! facade at each event, not bound when the cache is built: a recorder
+//! installed after the cache still receives everything. The events that
+//! reach the facade are the slow paths' (a miss, an L2 hit, an error, a
+//! notice), where a registry lookup is small next to an L2 round trip.
 //!
 //! The L1 hit path is kept to one plain store: hits are counted in
 //! cache-line-padded slots, one per thread (threads are spread over
@@ -18,7 +20,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge};
+use metrics::SharedString;
 
 /// Slots of the L1 hit counter.
 const STRIPES: usize = 64;
@@ -139,24 +141,8 @@ pub(crate) struct Stats {
     deferred_operations: AtomicU64,
     replayed_operations: AtomicU64,
     gaps: AtomicU64,
-    metrics: Metrics,
-}
-
-#[derive(Debug)]
-struct Metrics {
-    l1_hits: Counter,
-    l2_hits: Counter,
-    misses: Counter,
-    factory_runs: Counter,
-    stale_served: Counter,
-    l2_errors: Counter,
-    backplane_sent: Counter,
-    backplane_received: Counter,
-    corrupt_entries: Counter,
-    deferred_operations: Counter,
-    replayed_operations: Counter,
-    gaps: Counter,
-    pending_operations: Gauge,
+    /// The `cache` label of every metric.
+    name: SharedString,
 }
 
 /// Which per-instance counter an event bumps.
@@ -202,7 +188,7 @@ fn assign_stripe() -> usize {
 }
 
 impl Stats {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(name: String) -> Self {
         Self {
             l1_hits: Box::new(std::array::from_fn(|_| Padded::default())),
             l1_hits_flushed: AtomicU64::new(0),
@@ -217,21 +203,7 @@ impl Stats {
             deferred_operations: AtomicU64::new(0),
             replayed_operations: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
-            metrics: Metrics {
-                l1_hits: metrics::counter!("strata_hybrid_hits_total", "layer" => "l1"),
-                l2_hits: metrics::counter!("strata_hybrid_hits_total", "layer" => "l2"),
-                misses: metrics::counter!("strata_hybrid_misses_total"),
-                factory_runs: metrics::counter!("strata_hybrid_factory_runs_total"),
-                stale_served: metrics::counter!("strata_hybrid_stale_served_total"),
-                l2_errors: metrics::counter!("strata_hybrid_l2_errors_total"),
-                backplane_sent: metrics::counter!("strata_backplane_messages_sent_total"),
-                backplane_received: metrics::counter!("strata_backplane_messages_received_total"),
-                corrupt_entries: metrics::counter!("strata_hybrid_corrupt_entries_total"),
-                deferred_operations: metrics::counter!("strata_hybrid_deferred_operations_total"),
-                replayed_operations: metrics::counter!("strata_hybrid_replayed_operations_total"),
-                gaps: metrics::counter!("strata_backplane_gaps_total"),
-                pending_operations: metrics::gauge!("strata_hybrid_pending_operations"),
-            },
+            name: SharedString::from(name),
         }
     }
 
@@ -248,7 +220,8 @@ impl Stats {
         let total = self.l1_hits_total();
         let flushed = self.l1_hits_flushed.swap(total, Ordering::Relaxed);
         if total > flushed {
-            self.metrics.l1_hits.increment(total - flushed);
+            metrics::counter!("strata_hybrid_hits_total", "layer" => "l1", "cache" => self.name.clone())
+                .increment(total - flushed);
         }
     }
 
@@ -261,28 +234,41 @@ impl Stats {
 
     pub(crate) fn record(&self, event: Event) {
         let (counter, metric) = match event {
-            Event::L2Hit => (&self.l2_hits, &self.metrics.l2_hits),
-            Event::Miss => (&self.misses, &self.metrics.misses),
-            Event::FactoryRun => (&self.factory_runs, &self.metrics.factory_runs),
-            Event::StaleServed => (&self.stale_served, &self.metrics.stale_served),
-            Event::L2Error => (&self.l2_errors, &self.metrics.l2_errors),
-            Event::BackplaneSent => (&self.backplane_sent, &self.metrics.backplane_sent),
-            Event::BackplaneReceived => {
-                (&self.backplane_received, &self.metrics.backplane_received)
-            }
-            Event::Corrupt => (&self.corrupt_entries, &self.metrics.corrupt_entries),
-            Event::Deferred => (&self.deferred_operations, &self.metrics.deferred_operations),
-            Event::Replayed => (&self.replayed_operations, &self.metrics.replayed_operations),
-            Event::Gap => (&self.gaps, &self.metrics.gaps),
+            Event::L2Hit => (&self.l2_hits, "strata_hybrid_hits_total"),
+            Event::Miss => (&self.misses, "strata_hybrid_misses_total"),
+            Event::FactoryRun => (&self.factory_runs, "strata_hybrid_factory_runs_total"),
+            Event::StaleServed => (&self.stale_served, "strata_hybrid_stale_served_total"),
+            Event::L2Error => (&self.l2_errors, "strata_hybrid_l2_errors_total"),
+            Event::BackplaneSent => (&self.backplane_sent, "strata_backplane_messages_sent_total"),
+            Event::BackplaneReceived => (
+                &self.backplane_received,
+                "strata_backplane_messages_received_total",
+            ),
+            Event::Corrupt => (&self.corrupt_entries, "strata_hybrid_corrupt_entries_total"),
+            Event::Deferred => (
+                &self.deferred_operations,
+                "strata_hybrid_deferred_operations_total",
+            ),
+            Event::Replayed => (
+                &self.replayed_operations,
+                "strata_hybrid_replayed_operations_total",
+            ),
+            Event::Gap => (&self.gaps, "strata_backplane_gaps_total"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        metric.increment(1);
+        let name = self.name.clone();
+        if matches!(event, Event::L2Hit) {
+            metrics::counter!(metric, "layer" => "l2", "cache" => name).increment(1);
+        } else {
+            metrics::counter!(metric, "cache" => name).increment(1);
+        }
     }
 
     /// Sets the gauge of operations waiting for L2 or the backplane.
     pub(crate) fn set_pending(&self, pending: usize) {
         #[allow(clippy::cast_precision_loss)] // a count far below 2^52
-        self.metrics.pending_operations.set(pending as f64);
+        metrics::gauge!("strata_hybrid_pending_operations", "cache" => self.name.clone())
+            .set(pending as f64);
     }
 
     pub(crate) fn snapshot(&self, pending: usize) -> HybridStats {
@@ -317,7 +303,7 @@ mod tests {
     use std::sync::Arc;
 
     use metrics::{
-        CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     };
 
     use super::*;
@@ -361,20 +347,22 @@ mod tests {
     fn l1_hits_reach_the_metric_when_flushed_and_on_drop() {
         let recorder = L1Hits::default();
         let seen = Arc::clone(&recorder.0);
-        let stats = metrics::with_local_recorder(&recorder, Stats::new);
+        let stats = Stats::new("test".into());
         for _ in 0..3 {
             stats.l1_hit();
         }
         let other_thread = std::thread::scope(|s| s.spawn(|| stats.l1_hit()).join());
         assert!(other_thread.is_ok());
         assert_eq!(seen.load(Ordering::Relaxed), 0, "not per hit");
-        stats.flush_metrics();
+        // The recorder is looked up at each flush: one installed after the
+        // cache was built still receives the hits.
+        metrics::with_local_recorder(&recorder, || stats.flush_metrics());
         assert_eq!(seen.load(Ordering::Relaxed), 4);
-        stats.flush_metrics();
+        metrics::with_local_recorder(&recorder, || stats.flush_metrics());
         assert_eq!(seen.load(Ordering::Relaxed), 4, "only what is new");
         stats.l1_hit();
         assert_eq!(stats.snapshot(0).l1_hits(), 5);
-        drop(stats);
+        metrics::with_local_recorder(&recorder, || drop(stats));
         assert_eq!(seen.load(Ordering::Relaxed), 5);
     }
 }
