@@ -2,7 +2,8 @@
 //! checks. Every backend runs it with one call, [`run_all`].
 //!
 //! This file holds the checks of the four core operations; `versions` those
-//! of the batch read, the version-checked write and the stamps.
+//! of the batch read, the version-checked write and the stamps; `writes`
+//! those of what writes leave behind (the typed helpers over the backend).
 //!
 //! Expiry checks use short real waits (hundreds of milliseconds), because the
 //! backends under test keep time on their own clocks (Redis does). The margins
@@ -44,9 +45,11 @@ pub async fn run_all<C: DistributedCache + ?Sized>(cache: &C) {
         concurrent_writers_never_tear_values(cache, &k),
     );
     versions::run_all(cache, &k).await;
+    writes::run_all(cache, &k).await;
 }
 
 mod versions;
+mod writes;
 
 /// Unique key names for one run of the suite.
 pub(crate) struct Keys {
