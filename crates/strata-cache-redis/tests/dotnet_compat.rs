@@ -3,6 +3,7 @@
 //!
 //! The .NET provider writes `HSET key absexp <ticks> sldexp <ticks> data <bytes>`
 //! and then `EXPIRE key <seconds>`; it reads with `HMGET key absexp sldexp data`.
+//! `SetString`/`GetString` are the same calls on the string's UTF-8 bytes.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use strata_cache::{DistributedCache, EntryOptions, ErrorKind};
+use strata_cache::{DistributedCache, DistributedCacheExt, EntryOptions, ErrorKind};
 use strata_cache_redis::{RedisCache, RedisCacheOptions};
 
 const PREFIX: &str = "dotnet-app:";
@@ -332,4 +333,91 @@ async fn values_over_512_mib_are_rejected_before_sending() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PayloadTooLarge, "{err}");
     assert!(err.message().contains("512 MiB"), "{err}");
+}
+
+/// Text with accents, CJK and a character outside the BMP (a surrogate pair
+/// in .NET's UTF-16), whose UTF-8 .NET's `Encoding.UTF8.GetBytes` writes.
+const TEXT: &str = "Grüße, 世界 😀";
+
+/// `SetString(key, value)` then `SetString(key, value, options)` in .NET:
+/// `HSET key absexp -1 sldexp -1 data <UTF-8>`, and with a 5-minute sliding
+/// expiration the same with `sldexp` in ticks, then `EXPIRE key 300`. Both
+/// read back with `get_string`, and a JSON read leaves them alone.
+#[tokio::test]
+async fn get_string_reads_what_dotnet_set_string_wrote() {
+    let (cache, mut raw) = setup().await;
+    let plain = common::unique("dotnet-string");
+    let sliding = common::unique("dotnet-string-sliding");
+    let empty = common::unique("dotnet-string-empty");
+    dotnet_set(&mut raw, &plain, -1, -1, TEXT.as_bytes(), None).await;
+    dotnet_set(
+        &mut raw,
+        &sliding,
+        -1,
+        300 * TICKS_PER_SEC,
+        TEXT.as_bytes(),
+        Some(300),
+    )
+    .await;
+    dotnet_set(&mut raw, &empty, -1, -1, b"", None).await;
+
+    assert_eq!(
+        cache.get_string(&plain).await.unwrap().as_deref(),
+        Some(TEXT)
+    );
+    assert_eq!(
+        cache.get_string(&sliding).await.unwrap().as_deref(),
+        Some(TEXT)
+    );
+    assert_eq!(cache.get_string(&empty).await.unwrap().as_deref(), Some(""));
+
+    // A JSON read of a .NET string is a miss, and must not destroy it.
+    assert_eq!(cache.get_value::<String>(&plain).await.unwrap(), None);
+    let (_, _, data) = dotnet_get(&mut raw, &plain).await;
+    assert_eq!(
+        data.as_deref(),
+        Some(TEXT.as_bytes()),
+        "a typed read deleted or changed the .NET service's string"
+    );
+    for key in [&plain, &sliding, &empty] {
+        cache.remove(key).await.unwrap();
+    }
+}
+
+/// What `set_string` stores is what .NET's `GetString` reads: `HMGET key
+/// absexp sldexp data` returns the string's UTF-8 as `data`, nothing else.
+#[tokio::test]
+async fn set_string_writes_what_dotnet_get_string_reads() {
+    let (cache, mut raw) = setup().await;
+    let forever = common::unique("rust-string");
+    let sliding = common::unique("rust-string-sliding");
+    cache
+        .set_string(&forever, TEXT, &EntryOptions::new())
+        .await
+        .unwrap();
+    let options = EntryOptions::new().with_sliding_expiration(Duration::from_secs(300));
+    cache.set_string(&sliding, TEXT, &options).await.unwrap();
+
+    let (abs, sld, data) = dotnet_get(&mut raw, &forever).await;
+    assert_eq!((abs, sld), (-1, -1));
+    let data = data.expect("data field");
+    assert_eq!(data, TEXT.as_bytes(), "not the raw UTF-8 .NET stores");
+    // Encoding.UTF8.GetString(data)
+    assert_eq!(String::from_utf8(data).unwrap(), TEXT);
+
+    let (abs, sld, data) = dotnet_get(&mut raw, &sliding).await;
+    assert_eq!((abs, sld), (-1, 300 * TICKS_PER_SEC));
+    assert_eq!(data.as_deref(), Some(TEXT.as_bytes()));
+
+    // The JSON helpers do not interoperate with GetString: they store JSON.
+    cache.set_value(&forever, TEXT).await.unwrap();
+    let (_, _, data) = dotnet_get(&mut raw, &forever).await;
+    assert_eq!(
+        data.as_deref(),
+        Some(format!("\"{TEXT}\"").as_bytes()),
+        "set_value stores a JSON string, quotes included"
+    );
+    for key in [&forever, &sliding] {
+        cache.remove(key).await.unwrap();
+    }
 }

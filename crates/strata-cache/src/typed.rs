@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::options::EntryOptions;
 
 /// The counter of cached bytes that did not decode, labelled by `codec`
-/// (a [`Codec::NAME`]).
+/// (a [`Codec::NAME`], or `utf8` for [`get_string`](DistributedCacheExt::get_string)).
 const UNDECODABLE_METRIC: &str = "strata_cache_undecodable_total";
 
 /// Sliding expiration of [`default_options`]: 30 minutes.
@@ -38,6 +38,13 @@ pub fn default_options() -> EntryOptions {
 }
 
 /// Typed helpers on every [`DistributedCache`], with the [`Json`] codec.
+///
+/// Text shared with .NET services goes through [`get_string`](Self::get_string)
+/// and [`set_string`](Self::set_string), which store raw UTF-8 as .NET's
+/// `GetString`/`SetString` do. The JSON helpers store a string as a JSON
+/// string (`"Ada"` with its quotes): `get_value::<String>` of a .NET string
+/// is a miss, and `set_value` on a key a .NET service reads with `GetString`
+/// overwrites its entry with JSON.
 ///
 /// # Example
 ///
@@ -99,6 +106,65 @@ pub trait DistributedCacheExt: DistributedCache {
     ) -> impl Future<Output = Result<()>> + Send {
         let bytes = Json.encode(value);
         async move { self.set(key, Bytes::from(bytes?), options).await }
+    }
+
+    /// Reads the value under `key` as text: .NET's `GetString`.
+    ///
+    /// The stored bytes are the string's UTF-8, nothing else (no JSON quotes),
+    /// so a string a .NET service stored with `SetString` reads back equal, and
+    /// the other way round with [`set_string`](Self::set_string). Bytes that
+    /// are not valid UTF-8 are a miss, logged and counted like bytes that do
+    /// not decode ([`Typed::get_value`]), and left in place; .NET's
+    /// `GetString` would return them with U+FFFD replacement characters.
+    ///
+    /// # Errors
+    ///
+    /// A cache failure; never a decoding failure.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use strata_cache::{DistributedCache, DistributedCacheExt, EntryOptions, MemoryDistributedCache};
+    ///
+    /// let cache = MemoryDistributedCache::new();
+    /// cache.set_string("greeting", "grüß dich", &EntryOptions::new()).await?;
+    /// assert_eq!(cache.get_string("greeting").await?.as_deref(), Some("grüß dich"));
+    /// // The bytes .NET's GetString reads: UTF-8, no JSON.
+    /// assert_eq!(&cache.get("greeting").await?.unwrap()[..], "grüß dich".as_bytes());
+    /// # Ok::<(), strata_cache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    fn get_string(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send {
+        async move {
+            let Some(bytes) = self.get(key).await? else {
+                return Ok(None);
+            };
+            match std::str::from_utf8(&bytes) {
+                Ok(text) => Ok(Some(text.to_owned())),
+                Err(error) => {
+                    undecodable(key, "utf8", &error);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Stores `value` as its UTF-8 bytes with `options`: .NET's `SetString`
+    /// (whose two-argument form stores without expiration, as
+    /// `EntryOptions::new()` does). See [`get_string`](Self::get_string).
+    ///
+    /// # Errors
+    ///
+    /// A cache failure.
+    fn set_string(
+        &self,
+        key: &str,
+        value: &str,
+        options: &EntryOptions,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let bytes = Bytes::copy_from_slice(value.as_bytes());
+        async move { self.set(key, bytes, options).await }
     }
 
     /// Cache-aside with JSON. See [`Typed::get_or_set`].

@@ -71,6 +71,30 @@ async fn postcard_codec_round_trips() {
     );
 }
 
+/// Strings are stored as .NET's `SetString` stores them: raw UTF-8, no JSON.
+#[tokio::test]
+async fn strings_are_raw_utf8_as_in_dotnet() {
+    let cache = MemoryDistributedCache::new();
+    let options = EntryOptions::new();
+    cache.set_string("s", "Grüße 😀", &options).await.unwrap();
+    assert_eq!(cache.get("s").await.unwrap(), Some(text("Grüße 😀")));
+    assert_eq!(
+        cache.get_string("s").await.unwrap().as_deref(),
+        Some("Grüße 😀")
+    );
+    cache.set_string("empty", "", &options).await.unwrap();
+    assert_eq!(
+        cache.get_string("empty").await.unwrap().as_deref(),
+        Some("")
+    );
+    assert_eq!(cache.get_string("missing").await.unwrap(), None);
+    // Not UTF-8: a miss, and the bytes stay.
+    let latin1 = strata_cache::Bytes::from_static(b"Gr\xfc\xdfe");
+    cache.set("latin1", latin1.clone(), &options).await.unwrap();
+    assert_eq!(cache.get_string("latin1").await.unwrap(), None);
+    assert_eq!(cache.get("latin1").await.unwrap(), Some(latin1));
+}
+
 /// Undecodable bytes may be another writer's (a .NET service, the other
 /// version in a rolling deploy): a typed read is a miss and leaves them.
 #[tokio::test]
@@ -145,6 +169,7 @@ fn undecodable_reads_are_counted_by_codec() {
             assert_eq!(cache.get_value::<Product>("bad").await.unwrap(), None);
             let typed = cache.with_codec(Postcard);
             assert_eq!(typed.get_value::<Product>("bad").await.unwrap(), None);
+            assert_eq!(cache.get_string("bad").await.unwrap(), None);
             assert_eq!(cache.get_value::<Product>("bad").await.unwrap(), None);
         });
     });
@@ -167,7 +192,14 @@ fn undecodable_reads_are_counted_by_codec() {
         })
         .collect();
     counts.sort();
-    assert_eq!(counts, [("json".to_owned(), 2), ("postcard".to_owned(), 1)]);
+    assert_eq!(
+        counts,
+        [
+            ("json".to_owned(), 2),
+            ("postcard".to_owned(), 1),
+            ("utf8".to_owned(), 1)
+        ]
+    );
 }
 
 #[tokio::test]
