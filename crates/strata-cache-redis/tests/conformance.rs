@@ -32,3 +32,23 @@ async fn a_shared_cache_passes_on_a_multi_threaded_runtime_with_a_database_numbe
     let keys: usize = redis::cmd("DBSIZE").query_async(&mut raw).await.unwrap();
     assert!(keys > 0, "the entries are not in database 5");
 }
+
+/// A Redis of 4 MiB with the recommended eviction policy, filled four times
+/// over.
+#[tokio::test]
+async fn a_full_redis_passes_the_capacity_checks() {
+    let server =
+        RedisServer::with_args(["--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"]);
+    let cache = RedisCache::new(RedisCacheOptions::new(server.url())).expect("valid options");
+    strata_cache_testkit::conformance::run_at_capacity(&cache, 4 * 1024 * 1024).await;
+    let mut raw = common::raw(&server.url()).await;
+    let evicted: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        !evicted.contains("evicted_keys:0\r"),
+        "Redis evicted nothing: the checks did not fill it"
+    );
+}

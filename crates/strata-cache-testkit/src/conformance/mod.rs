@@ -1,9 +1,11 @@
 //! The conformance suite: the semantics of [`DistributedCache`] as executable
-//! checks. Every backend runs it with one call, [`run_all`].
+//! checks. Every backend runs it with one call, [`run_all`], and the checks at
+//! capacity with another, [`run_at_capacity`], on a cache small enough to fill.
 //!
 //! This file holds the checks of the four core operations; `versions` those
 //! of the batch read, the version-checked write and the stamps; `writes`
-//! those of what writes leave behind (the typed helpers over the backend).
+//! those of what writes leave behind (the typed helpers over the backend);
+//! `capacity` those of a full cache.
 //!
 //! Expiry checks use short real waits (hundreds of milliseconds), because the
 //! backends under test keep time on their own clocks (Redis does). The margins
@@ -48,8 +50,11 @@ pub async fn run_all<C: DistributedCache + ?Sized>(cache: &C) {
     writes::run_all(cache, &k).await;
 }
 
+mod capacity;
 mod versions;
 mod writes;
+
+pub use capacity::run_at_capacity;
 
 /// Unique key names for one run of the suite.
 pub(crate) struct Keys {
