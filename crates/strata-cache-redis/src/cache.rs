@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script, ServerErrorKind};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script, ServerErrorKind};
 use strata_cache::{
     DistributedCache, EntryOptions, Error, ErrorKind, Result, TOMBSTONE_TTL, Version, Versioned,
     validate_key,
@@ -278,7 +278,95 @@ fn expiration_fields(options: &EntryOptions) -> Result<(i64, i64, Option<u64>)> 
     Ok((absolute, sliding, ttl))
 }
 
+/// The `absexp`, `sldexp` and value of an entry a script writes.
+struct EntryFields<'a> {
+    absolute: i64,
+    sliding: i64,
+    value: &'a Bytes,
+}
+
+/// The `EVALSHA` of [`SET_IF_VERSION_SCRIPT`]: writes `fields` (a tombstone
+/// when `None`) with `ttl` milliseconds to live, if `key`'s version is
+/// `expected` (`""`: the key must not exist).
+fn set_if_version_cmd(
+    script: &Script,
+    key: &str,
+    expected: &str,
+    fields: Option<EntryFields<'_>>,
+    ttl: Option<u64>,
+) -> Cmd {
+    let mut cmd = Cmd::new();
+    cmd.arg("EVALSHA")
+        .arg(script.get_hash())
+        .arg(1)
+        .arg(key)
+        .arg(expected)
+        .arg(new_version());
+    match fields {
+        Some(fields) => cmd
+            .arg(fields.absolute)
+            .arg(fields.sliding)
+            .arg(fields.value.as_ref()),
+        None => cmd.arg("").arg("").arg(""),
+    };
+    cmd.arg(ttl.map_or(String::new(), |t| t.to_string()));
+    cmd
+}
+
+/// The transaction of a removal: the key holds only a new version, for
+/// [`TOMBSTONE_TTL`].
+fn tombstone(key: &str) -> Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("UNLINK").arg(key).ignore();
+    pipe.cmd("HSET")
+        .arg(key)
+        .arg(VERSION_FIELD)
+        .arg(new_version())
+        .ignore();
+    pipe.cmd("PEXPIRE")
+        .arg(key)
+        .arg(ttl_millis(TOMBSTONE_TTL))
+        .ignore();
+    pipe
+}
+
+/// True when Redis answered `error` itself (it refused the command), as
+/// opposed to a connection that failed or timed out.
+fn refused_by_server(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    )
+}
+
+fn warn_not_removed(key: &str, removal: &Error) {
+    tracing::warn!(
+        key,
+        error = %removal,
+        "a write failed, and the entry it would have replaced could not be removed: \
+         it may be served until it expires"
+    );
+}
+
 impl RedisCache {
+    /// A write of `key` failed with `error` before reaching Redis (its value
+    /// too large, its options invalid): what the key held must not be served
+    /// in place of the value the caller meant to store, so it is removed as
+    /// [`remove`](DistributedCache::remove) does. Returns `error`.
+    async fn remove_after_failed_write(&self, key: &str, error: Error) -> Result<()> {
+        let pipe = tombstone(key);
+        if let Err(removal) = self
+            .inner
+            .link
+            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+        {
+            warn_not_removed(key, &removal);
+        }
+        Err(error)
+    }
+
     fn check_size(key: &str, value: &Bytes) -> Result<()> {
         if value.len() > MAX_VALUE_LEN {
             return Err(Error::new(
@@ -302,8 +390,11 @@ impl DistributedCache for RedisCache {
 
     async fn set(&self, key: &str, value: Bytes, options: &EntryOptions) -> Result<()> {
         let key = self.redis_key(key)?;
-        Self::check_size(&key, &value)?;
-        let (absolute, sliding, ttl) = expiration_fields(options)?;
+        let checked = Self::check_size(&key, &value).and_then(|()| expiration_fields(options));
+        let (absolute, sliding, ttl) = match checked {
+            Ok(fields) => fields,
+            Err(error) => return self.remove_after_failed_write(&key, error).await,
+        };
         // One transaction: the old entry goes (with its TTL and any foreign
         // type or extra fields), the new one comes with its own TTL or none,
         // and a new version.
@@ -326,7 +417,20 @@ impl DistributedCache for RedisCache {
         }
         self.inner
             .link
-            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .run(|mut conn| async move {
+                let result = pipe.query_async::<()>(&mut conn).await;
+                if let Err(error) = &result
+                    && refused_by_server(error)
+                {
+                    // Redis refused the transaction (out of memory under
+                    // `noeviction`, say), so the old entry is still there.
+                    // UNLINK removes it: Redis runs it even when out of
+                    // memory. Its own failure changes nothing to report.
+                    let _: RedisResult<()> =
+                        redis::cmd("UNLINK").arg(&key).query_async(&mut conn).await;
+                }
+                result
+            })
             .await
     }
 
@@ -348,18 +452,7 @@ impl DistributedCache for RedisCache {
     /// [`TOMBSTONE_TTL`], and reads as missing (to .NET readers too).
     async fn remove(&self, key: &str) -> Result<()> {
         let key = self.redis_key(key)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("UNLINK").arg(&key).ignore();
-        pipe.cmd("HSET")
-            .arg(&key)
-            .arg(VERSION_FIELD)
-            .arg(new_version())
-            .ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl_millis(TOMBSTONE_TTL))
-            .ignore();
+        let pipe = tombstone(&key);
         self.inner
             .link
             .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
@@ -411,26 +504,51 @@ impl DistributedCache for RedisCache {
         expected: &Version,
     ) -> Result<bool> {
         let key = self.redis_key(key)?;
-        Self::check_size(&key, &value)?;
-        let (absolute, sliding, ttl) = expiration_fields(options)?;
         let expected = match (expected.as_token(), expected.as_absent()) {
-            _ if expected.is_expired() => return Ok(false),
-            (Some(token), _) => token.to_string(),
-            (None, Some(_)) => String::new(),
-            (None, None) => return Ok(false),
+            _ if expected.is_expired() => None,
+            (Some(token), _) => Some(token.to_string()),
+            (None, Some(_)) => Some(String::new()),
+            (None, None) => None,
+        };
+        let checked = Self::check_size(&key, &value).and_then(|()| expiration_fields(options));
+        let (absolute, sliding, ttl) = match (checked, expected.as_ref()) {
+            (Ok(fields), Some(_)) => fields,
+            (Ok(_), None) => return Ok(false),
+            (Err(error), None) => return Err(error),
+            (Err(error), Some(expected)) => {
+                // The write fails; the value it would have replaced goes.
+                let cmd = set_if_version_cmd(
+                    &self.inner.set_if_version_script,
+                    &key,
+                    expected,
+                    None,
+                    Some(ttl_millis(TOMBSTONE_TTL)),
+                );
+                let script = &self.inner.set_if_version_script;
+                if let Err(removal) = self
+                    .inner
+                    .link
+                    .run(|mut conn| async move { eval_sha::<bool>(&mut conn, script, &cmd).await })
+                    .await
+                {
+                    warn_not_removed(&key, &removal);
+                }
+                return Err(error);
+            }
         };
         let script = &self.inner.set_if_version_script;
-        let mut cmd = Cmd::new();
-        cmd.arg("EVALSHA")
-            .arg(script.get_hash())
-            .arg(1)
-            .arg(&key)
-            .arg(expected)
-            .arg(new_version())
-            .arg(absolute)
-            .arg(sliding)
-            .arg(value.as_ref())
-            .arg(ttl.map_or(String::new(), |t| t.to_string()));
+        let fields = EntryFields {
+            absolute,
+            sliding,
+            value: &value,
+        };
+        let cmd = set_if_version_cmd(
+            script,
+            &key,
+            expected.as_deref().unwrap_or(""),
+            Some(fields),
+            ttl,
+        );
         self.inner
             .link
             .run(|mut conn| async move { eval_sha::<bool>(&mut conn, script, &cmd).await })

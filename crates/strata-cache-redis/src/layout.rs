@@ -96,7 +96,9 @@ return 0
 /// `KEYS[1]` is the entry; `ARGV[1]` the expected version (`''`: the key must
 /// not exist), `ARGV[2]` the new version, `ARGV[3]` `absexp`, `ARGV[4]`
 /// `sldexp`, `ARGV[5]` the value, `ARGV[6]` the TTL in milliseconds (`''`:
-/// none). Returns 1 when stored, 0 when the version changed.
+/// none). With `ARGV[3]` empty it writes a tombstone (the version alone)
+/// instead: what a failed version-checked write leaves. Returns 1 when
+/// stored, 0 when the version changed.
 pub const SET_IF_VERSION_SCRIPT: &str = r"
 if ARGV[1] == '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -104,7 +106,11 @@ elseif redis.call('HGET', KEYS[1], 'ver') ~= ARGV[1] then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'absexp', ARGV[3], 'sldexp', ARGV[4], 'data', ARGV[5], 'ver', ARGV[2])
+if ARGV[3] == '' then
+  redis.call('HSET', KEYS[1], 'ver', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'absexp', ARGV[3], 'sldexp', ARGV[4], 'data', ARGV[5], 'ver', ARGV[2])
+end
 if ARGV[6] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
 return 1
 ";

@@ -176,13 +176,14 @@ impl MemoryDistributedCache {
         let weight = weight(key, value.as_ref());
         let capacity = self.inner.capacity;
         if weight > capacity {
-            return Err(Error::new(
+            let error = Error::new(
                 ErrorKind::PayloadTooLarge,
                 format!(
                     "the entry for {key:?} takes {weight} bytes, more than the whole cache \
                      capacity of {capacity} bytes: raise the capacity or store less"
                 ),
-            ));
+            );
+            return self.fail_write(key, expected, error);
         }
         let place = self.inner.place(key);
         let now = SystemTime::now();
@@ -197,6 +198,37 @@ impl MemoryDistributedCache {
         self.inner.put(shard, key, value, expiration, place, now);
         Ok(true)
     }
+
+    /// A write of `key` failed with `error` (its value too large, its options
+    /// invalid): whatever the key held must not be served in place of the
+    /// value the caller meant to store, so it is removed, as a removal does
+    /// (a tombstone), when the write would have landed: always for `set`,
+    /// for a version-checked write only if the version is still `expected`.
+    /// Returns `error`.
+    fn fail_write<T>(&self, key: &str, expected: Option<&Version>, error: Error) -> Result<T> {
+        let place = self.inner.place(key);
+        let now = SystemTime::now();
+        let mut shard = self.inner.lock(place.shard);
+        if let Some(expected) = expected {
+            let (version, freed) = shard.version(key, place, now);
+            self.inner.release(freed);
+            if expected.is_expired() || version != *expected {
+                return Err(error);
+            }
+        }
+        if weight(key, None) <= self.inner.capacity {
+            self.inner.put(shard, key, None, tombstone(now), place, now);
+        } else {
+            // Not even the key fits: forget the entry, which raises its floor.
+            self.inner.release(shard.forget_key(key));
+        }
+        Err(error)
+    }
+}
+
+/// The expiration of a tombstone written at `now`.
+fn tombstone(now: SystemTime) -> Expiration {
+    Expiration::from_parts(now.checked_add(TOMBSTONE_TTL), None)
 }
 
 impl Inner {
@@ -291,7 +323,10 @@ impl DistributedCache for MemoryDistributedCache {
 
     async fn set(&self, key: &str, value: Bytes, options: &EntryOptions) -> Result<()> {
         validate_key(key)?;
-        let expiration = options.resolve(SystemTime::now())?;
+        let expiration = match options.resolve(SystemTime::now()) {
+            Ok(expiration) => expiration,
+            Err(error) => return self.fail_write(key, None, error),
+        };
         self.write(key, Some(value), expiration, None).map(drop)
     }
 
@@ -301,9 +336,8 @@ impl DistributedCache for MemoryDistributedCache {
 
     async fn remove(&self, key: &str) -> Result<()> {
         validate_key(key)?;
-        let tombstone = EntryOptions::new().with_relative_expiration(TOMBSTONE_TTL);
-        let expiration = tombstone.resolve(SystemTime::now())?;
-        self.write(key, None, expiration, None).map(drop)
+        self.write(key, None, tombstone(SystemTime::now()), None)
+            .map(drop)
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
@@ -322,7 +356,10 @@ impl DistributedCache for MemoryDistributedCache {
         expected: &Version,
     ) -> Result<bool> {
         validate_key(key)?;
-        let expiration = options.resolve(SystemTime::now())?;
+        let expiration = match options.resolve(SystemTime::now()) {
+            Ok(expiration) => expiration,
+            Err(error) => return self.fail_write(key, Some(expected), error),
+        };
         if expected.is_expired() {
             return Ok(false);
         }

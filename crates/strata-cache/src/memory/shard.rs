@@ -223,6 +223,15 @@ impl Shard {
         0
     }
 
+    /// Forgets whatever `key` holds, raising its floor. Returns the bytes
+    /// freed.
+    pub(super) fn forget_key(&mut self, key: &str) -> usize {
+        match self.index.get(key) {
+            Some(&n) => self.forget(n),
+            None => 0,
+        }
+    }
+
     /// Frees one entry to make room: the earliest expired one if there is one,
     /// else the least recently used; with `keep_newest`, never the most
     /// recently used (the entry a write just made). Returns the bytes freed, 0
