@@ -3,8 +3,10 @@
 
 mod common;
 
+use redis::aio::MultiplexedConnection;
 use strata_cache_redis::{RedisCache, RedisCacheOptions};
 use strata_cache_testkit::RedisServer;
+use strata_cache_testkit::conformance::ForeignWriter;
 
 #[tokio::test]
 async fn shared_redis_passes_the_conformance_suite() {
@@ -51,4 +53,44 @@ async fn a_full_redis_passes_the_capacity_checks() {
         !evicted.contains("evicted_keys:0\r"),
         "Redis evicted nothing: the checks did not fill it"
     );
+}
+
+/// Plants plain Redis strings where the cache writes hashes.
+struct RawStrings {
+    conn: MultiplexedConnection,
+    prefix: &'static str,
+}
+
+#[strata_cache::async_trait]
+impl ForeignWriter for RawStrings {
+    async fn plant_wrong_type(&self, key: &str) {
+        let () = redis::cmd("SET")
+            .arg(format!("{}{key}", self.prefix))
+            .arg("another program's string")
+            .query_async(&mut self.conn.clone())
+            .await
+            .expect("SET");
+    }
+
+    async fn holds_wrong_type(&self, key: &str) -> bool {
+        let kind: String = redis::cmd("TYPE")
+            .arg(format!("{}{key}", self.prefix))
+            .query_async(&mut self.conn.clone())
+            .await
+            .expect("TYPE");
+        kind == "string"
+    }
+}
+
+#[tokio::test]
+async fn keys_of_another_type_pass_the_foreign_checks() {
+    let prefix = "strata-conformance-foreign:";
+    let url = common::shared_url();
+    let cache = RedisCache::new(RedisCacheOptions::new(&url).with_instance_name(prefix))
+        .expect("valid options");
+    let foreign = RawStrings {
+        conn: common::raw(&url).await,
+        prefix,
+    };
+    strata_cache_testkit::conformance::run_with_foreign(&cache, &foreign).await;
 }
