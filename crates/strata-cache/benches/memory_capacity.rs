@@ -5,15 +5,28 @@
 //! The capacity is sized for 500,000 entries of 10-byte keys and 16-48-byte
 //! values (32 on average), plus the per-entry overhead the cache charges.
 //! Each row first fills the cache to its level, then overwrites random keys
-//! of that level with values of random size: the level holds, and at 100%
-//! a write that grows a value must evict, as in a busy cache's steady state.
-//! The last row is the worst case at capacity: every write is a key the
-//! cache no longer holds, so every write evicts one entry.
+//! of that level with values of random size, so the level holds. The 100%
+//! row's key set is 1% larger than the cache holds: the cache sits at its
+//! byte budget, and a write that grows a value or brings back an evicted key
+//! must evict, as in a busy cache's steady state. The last row is the worst
+//! case at capacity: every write is a key the cache no longer holds, so every
+//! write evicts one entry.
 //!
 //! Entries use `default_options()` (sliding 30 min, absolute 1 h), so every
 //! write also files the entry in the expiry index.
 //!
 //! Run: `cargo bench -p strata-cache --bench memory_capacity`.
+//!
+//! `MEMORY_CAPACITY_ROW` (0 to 3, the rows below in order) runs one row
+//! only. For instruction counts, which a loaded machine does not skew, add
+//! `MEMORY_CAPACITY_OPS`: the bench then skips criterion, fills the cache for
+//! that row and makes that many writes through `timed_write`, which callgrind
+//! counts alone:
+//!
+//! ```text
+//! MEMORY_CAPACITY_ROW=2 MEMORY_CAPACITY_OPS=100000 valgrind --tool=callgrind \
+//!     --toggle-collect='*timed_write*' target/release/deps/memory_capacity-<hash>
+//! ```
 
 mod poll;
 
@@ -67,10 +80,13 @@ struct Load {
 }
 
 impl Load {
-    /// Fills a cache with `level` percent of [`ENTRIES`] keys; the timed
-    /// writes overwrite those keys at random.
+    /// Fills a cache with `level` percent of [`ENTRIES`] keys (1% more than
+    /// fit at 100); the timed writes overwrite those keys at random.
     fn at_level(level: usize) -> Self {
-        let count = ENTRIES * level / 100;
+        let count = match level {
+            100 => ENTRIES + ENTRIES / 100,
+            _ => ENTRIES * level / 100,
+        };
         let mut draw = Draw(0x2545_F491_4F6C_DD1D);
         let ops = (0..OPS)
             .map(|_| (draw.below(count), draw.below(MAX_VALUE - MIN_VALUE + 1)))
@@ -115,23 +131,32 @@ impl Load {
         load
     }
 
-    fn write(&self, i: usize) {
+    /// The `i`th write; out of line, so that callgrind can count it alone.
+    #[inline(never)]
+    fn timed_write(&self, i: usize) {
         let (k, v) = self.ops[i & (OPS - 1)];
         let (key, value) = (&self.keys[k as usize], &self.values[v as usize]);
         black_box(ready(self.cache.set(key, value.clone(), &self.options))).expect("set");
     }
 }
 
+type Build = fn() -> Load;
+
+/// The rows, in order.
+const ROWS: [(&str, Build); 4] = [
+    ("overwrite, 10% full", || Load::at_level(10)),
+    ("overwrite, 50% full", || Load::at_level(50)),
+    ("overwrite, 100% full", || Load::at_level(100)),
+    ("new key, 100% full (evicts every write)", Load::evicting),
+];
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory_set");
-    type Build = fn() -> Load;
-    let rows: [(&str, Build); 4] = [
-        ("overwrite, 10% full", || Load::at_level(10)),
-        ("overwrite, 50% full", || Load::at_level(50)),
-        ("overwrite, 100% full", || Load::at_level(100)),
-        ("new key, 100% full (evicts every write)", Load::evicting),
-    ];
-    for (name, build) in rows {
+    let only = std::env::var("MEMORY_CAPACITY_ROW").ok();
+    for (row, (name, build)) in ROWS.into_iter().enumerate() {
+        if only.as_ref().is_some_and(|only| *only != row.to_string()) {
+            continue;
+        }
         let load = build();
         println!(
             "{name}: {} entries, {:.1}% of the capacity charged",
@@ -141,7 +166,7 @@ fn bench(c: &mut Criterion) {
         let mut i = 0;
         group.bench_function(name, |b| {
             b.iter(|| {
-                load.write(i);
+                load.timed_write(i);
                 i += 1;
             });
         });
@@ -152,6 +177,20 @@ fn bench(c: &mut Criterion) {
 // What `criterion_group!`/`criterion_main!` expand to, minus the undocumented
 // public function they add.
 fn main() {
+    let count = |name| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    if let (Some(row), Some(ops)) = (count("MEMORY_CAPACITY_ROW"), count("MEMORY_CAPACITY_OPS")) {
+        let (name, build) = ROWS[row];
+        let load = build();
+        for i in 0..ops {
+            load.timed_write(i);
+        }
+        println!("{name}: {ops} writes");
+        return;
+    }
     let mut criterion = Criterion::default().configure_from_args();
     bench(&mut criterion);
     criterion.final_summary();

@@ -164,13 +164,14 @@ impl MemoryDistributedCache {
         Ok(read)
     }
 
-    /// Writes `key` with `value` (`None`: a tombstone) under `expiration`, if
-    /// its version is still `expected` (when given).
+    /// Writes `key` with `value` (`None`: a tombstone) under `expiration`
+    /// resolved at `now`, if its version is still `expected` (when given).
     fn write(
         &self,
         key: &str,
         value: Option<Bytes>,
         expiration: Expiration,
+        now: SystemTime,
         expected: Option<&Version>,
     ) -> Result<bool> {
         let weight = weight(key, value.as_ref());
@@ -186,7 +187,6 @@ impl MemoryDistributedCache {
             return self.fail_write(key, expected, error);
         }
         let place = self.inner.place(key);
-        let now = SystemTime::now();
         let mut shard = self.inner.lock(place.shard);
         if let Some(expected) = expected {
             let (version, freed) = shard.version(key, place, now);
@@ -323,11 +323,13 @@ impl DistributedCache for MemoryDistributedCache {
 
     async fn set(&self, key: &str, value: Bytes, options: &EntryOptions) -> Result<()> {
         validate_key(key)?;
-        let expiration = match options.resolve(SystemTime::now()) {
+        let now = SystemTime::now();
+        let expiration = match options.resolve(now) {
             Ok(expiration) => expiration,
             Err(error) => return self.fail_write(key, None, error),
         };
-        self.write(key, Some(value), expiration, None).map(drop)
+        self.write(key, Some(value), expiration, now, None)
+            .map(drop)
     }
 
     async fn refresh(&self, key: &str) -> Result<()> {
@@ -336,8 +338,8 @@ impl DistributedCache for MemoryDistributedCache {
 
     async fn remove(&self, key: &str) -> Result<()> {
         validate_key(key)?;
-        self.write(key, None, tombstone(SystemTime::now()), None)
-            .map(drop)
+        let now = SystemTime::now();
+        self.write(key, None, tombstone(now), now, None).map(drop)
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
@@ -356,14 +358,15 @@ impl DistributedCache for MemoryDistributedCache {
         expected: &Version,
     ) -> Result<bool> {
         validate_key(key)?;
-        let expiration = match options.resolve(SystemTime::now()) {
+        let now = SystemTime::now();
+        let expiration = match options.resolve(now) {
             Ok(expiration) => expiration,
             Err(error) => return self.fail_write(key, Some(expected), error),
         };
         if expected.is_expired() {
             return Ok(false);
         }
-        self.write(key, Some(value), expiration, Some(expected))
+        self.write(key, Some(value), expiration, now, Some(expected))
     }
 
     async fn next_stamp(&self, key: &str, options: &EntryOptions) -> Result<u64> {

@@ -9,10 +9,12 @@
 //!   found by key through a hash map from key to slot number;
 //! - recency is a doubly linked list threaded through the slab by slot
 //!   number: a read moves its slot to the front, eviction takes the back;
-//! - expiry is a `BTreeSet` of `(deadline, slot)`, earliest first. A read that
-//!   slides an entry only moves the slot's `deadline`; the set keeps the
-//!   older, earlier one, and the entry is filed again when that one comes up
-//!   (a read never pays for the index).
+//! - expiry is a `BTreeSet` of `(deadline, slot)`, earliest first. A slot is
+//!   filed under its deadline or an earlier one: a read that slides an entry,
+//!   or an overwrite that gives it a later deadline, only moves the slot's
+//!   `deadline`, and the entry is filed again when the earlier one comes up.
+//!   So reads never touch the index, and overwrites only when they bring the
+//!   deadline closer.
 //!
 //! The shard does not know the cache's byte budget: it reports what each
 //! change adds or frees, and the cache decides how much to evict.
@@ -55,8 +57,9 @@ struct Slot {
     expiration: Expiration,
     /// When the entry expires, as of its last touch; `None` never.
     deadline: Option<SystemTime>,
-    /// The deadline the expiry index files this slot under: at most
-    /// `deadline`, `None` when not filed (no deadline).
+    /// The deadline the expiry index files this slot under: `None` when not
+    /// filed (then `deadline` is `None` too); otherwise at most `deadline`,
+    /// or any time when `deadline` is `None` (an overwrite removed it).
     filed: Option<SystemTime>,
     version: u64,
     bucket: u32,
@@ -182,14 +185,23 @@ impl Shard {
         if let Some(&n) = self.index.get(key) {
             // Replaced in place: the key's allocation and its map slot stay.
             let freed = self.slot(n).weight();
-            self.unfile(n);
             self.unlink(n);
             let slot = self.slot_mut(n);
             slot.value = value;
             slot.expiration = expiration;
             slot.deadline = deadline;
             slot.version = version;
-            self.file(n, deadline);
+            // Filed under an earlier deadline (or none), it stays filed: the
+            // index catches up when that deadline comes up.
+            let closer = match (slot.filed, deadline) {
+                (Some(filed), Some(deadline)) => deadline < filed,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if closer {
+                self.unfile(n);
+                self.file(n, deadline);
+            }
             self.push_front(n);
             return freed;
         }
@@ -265,7 +277,8 @@ impl Shard {
             if slot.is_expired(now) {
                 freed += self.forget(n);
             } else {
-                // Slid since it was filed: file it under its current deadline.
+                // Slid or overwritten since it was filed: file it under its
+                // current deadline.
                 let deadline = slot.deadline;
                 self.unfile(n);
                 self.file(n, deadline);
@@ -358,7 +371,7 @@ impl Shard {
                     "filed slot not in the index"
                 );
                 assert!(
-                    slot.deadline.is_some_and(|d| d >= at),
+                    slot.deadline.is_none_or(|d| d >= at),
                     "filed after its deadline"
                 );
             } else {
@@ -473,6 +486,35 @@ mod tests {
         assert!(shard.evict_one(at, true) > 0);
         assert_eq!(order(&shard), ["live"]);
         assert!(shard.expiry.is_empty());
+    }
+
+    #[test]
+    fn overwrites_refile_only_when_they_bring_the_deadline_closer() {
+        let mut shard = Shard::new(1);
+        let start = SystemTime::now();
+        let secs = Duration::from_secs;
+        let absolute = |s| Expiration::from_parts(Some(start + secs(s)), None);
+        shard.insert("k", value("v"), absolute(10), PLACE, start);
+        let filed = |shard: &Shard| shard.expiry.iter().map(|&(d, _)| d).collect::<Vec<_>>();
+        shard.insert("k", value("v"), absolute(20), PLACE, start);
+        assert_eq!(
+            filed(&shard),
+            [start + secs(10)],
+            "a later deadline stays filed early"
+        );
+        shard.insert("k", value("v"), absolute(5), PLACE, start);
+        assert_eq!(
+            filed(&shard),
+            [start + secs(5)],
+            "a closer deadline is filed"
+        );
+        shard.insert("k", value("v"), forever(), PLACE, start);
+        shard.audit();
+        // When the old filing comes up, the entry is live: filed no more.
+        assert_eq!(shard.reclaim_expired(start + secs(6), 4), 0);
+        assert!(shard.expiry.is_empty());
+        assert_eq!(order(&shard), ["k"]);
+        shard.audit();
     }
 
     #[test]
