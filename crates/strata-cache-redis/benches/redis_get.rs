@@ -12,8 +12,9 @@
 //! - `get_200b`: `RedisCache::get` of a 200-byte entry without sliding
 //!   expiration (one `HMGET`) and of a 200-byte sliding entry (the `HMGET`,
 //!   then the renewal script sent without waiting), against a raw `GET` of a
-//!   200-byte string and a raw `HMGET` of the entry's three fields (the floor
-//!   of a read in the .NET layout).
+//!   200-byte string, a raw `HMGET` of the entry's three fields (the floor
+//!   of a read in the .NET layout), and that `HMGET` pipelined with the
+//!   refresh script (the floor of a read that renews in one round trip).
 //! - `get_product`: a Product-sized JSON value through `get_value::<Product>`,
 //!   through `RedisCache::get` (bytes only) and through a raw `GET`, plus the
 //!   JSON decode alone.
@@ -27,7 +28,7 @@
 //! function; alternating in rounds of a few milliseconds cancels that drift.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::Criterion;
@@ -36,6 +37,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{IntoConnectionInfo, ProtocolVersion};
 use serde::{Deserialize, Serialize};
 use strata_cache::{DistributedCache, DistributedCacheExt, EntryOptions};
+use strata_cache_redis::layout::{REFRESH_SCRIPT, ticks_of};
 use strata_cache_redis::{RedisCache, RedisCacheOptions};
 use strata_cache_testkit::RedisServer;
 
@@ -91,6 +93,9 @@ enum Op {
     CacheGetSliding,
     /// `HMGET absexp sldexp data` of the 200-byte entry, by hand.
     RawHmget,
+    /// That `HMGET` and the refresh script on the sliding entry, in one
+    /// pipeline, awaited: the floor of a read that renews in one round trip.
+    RawHmgetRenew,
     /// `GET` of the 200-byte string.
     RawGet,
     /// `get_value::<Product>`.
@@ -107,6 +112,7 @@ impl Op {
             Op::CacheGet => "RedisCache::get (not sliding)",
             Op::CacheGetSliding => "RedisCache::get (sliding)",
             Op::RawHmget => "raw HMGET of the 3 fields",
+            Op::RawHmgetRenew => "raw HMGET + refresh script, pipelined",
             Op::RawGet | Op::RawGetProduct => "raw GET",
             Op::TypedGet => "get_value::<Product>",
             Op::CacheGetProduct => "RedisCache::get (bytes)",
@@ -117,6 +123,7 @@ impl Op {
 struct Fixture {
     cache: RedisCache,
     raw: MultiplexedConnection,
+    refresh_sha: String,
 }
 
 impl Fixture {
@@ -139,6 +146,24 @@ impl Fixture {
                     .query_async(&mut conn)
                     .await
                     .expect("HMGET");
+                black_box(v.2.expect("present"));
+            }
+            Op::RawHmgetRenew => {
+                let mut conn = self.raw.clone();
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET")
+                    .arg("sliding")
+                    .arg("absexp")
+                    .arg("sldexp")
+                    .arg("data");
+                pipe.cmd("EVALSHA")
+                    .arg(&self.refresh_sha)
+                    .arg(1)
+                    .arg("sliding")
+                    .arg(ticks_of(SystemTime::now()))
+                    .ignore();
+                let (v,): ((Option<i64>, Option<i64>, Option<Bytes>),) =
+                    pipe.query_async(&mut conn).await.expect("pipeline");
                 black_box(v.2.expect("present"));
             }
             Op::RawGet | Op::RawGetProduct => {
@@ -190,9 +215,20 @@ async fn setup(url: &str) -> (Fixture, Vec<u8>) {
         .query_async(&mut raw)
         .await
         .expect("SET");
-    // Loads the renewal script before anything is timed.
-    cache.refresh("sliding").await.expect("refresh");
-    (Fixture { cache, raw }, product_json)
+    let refresh_sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(REFRESH_SCRIPT)
+        .query_async(&mut raw)
+        .await
+        .expect("SCRIPT LOAD");
+    (
+        Fixture {
+            cache,
+            raw,
+            refresh_sha,
+        },
+        product_json,
+    )
 }
 
 /// Mean time of one call of each side in alternating rounds; prints the
@@ -258,7 +294,13 @@ fn bench(c: &mut Criterion) {
     let groups = [
         (
             "get_200b",
-            &[Op::CacheGet, Op::CacheGetSliding, Op::RawHmget, Op::RawGet][..],
+            &[
+                Op::CacheGet,
+                Op::CacheGetSliding,
+                Op::RawHmget,
+                Op::RawHmgetRenew,
+                Op::RawGet,
+            ][..],
         ),
         (
             "get_product",
@@ -289,6 +331,8 @@ fn bench(c: &mut Criterion) {
         paired(&fixture, Op::CacheGetSliding, Op::RawGet, false).await;
         paired(&fixture, Op::RawHmget, Op::RawGet, false).await;
         paired(&fixture, Op::CacheGet, Op::RawHmget, false).await;
+        paired(&fixture, Op::RawHmgetRenew, Op::RawGet, false).await;
+        paired(&fixture, Op::CacheGetSliding, Op::RawHmgetRenew, false).await;
         paired(&fixture, Op::TypedGet, Op::CacheGetProduct, true).await;
         paired(&fixture, Op::TypedGet, Op::RawGetProduct, true).await;
     });

@@ -67,6 +67,8 @@ pub struct RedisCache {
 struct Inner {
     link: Link,
     options: RedisCacheOptions,
+    /// Which keys were sliding when last read (see `read`).
+    sliding: read::SlidingHints,
     refresh_script: Script,
     set_if_version_script: Script,
     next_stamp_script: Script,
@@ -104,6 +106,7 @@ impl RedisCache {
             inner: Arc::new(Inner {
                 link,
                 options,
+                sliding: read::SlidingHints::new(),
                 refresh_script: Script::new(REFRESH_SCRIPT),
                 set_if_version_script: Script::new(SET_IF_VERSION_SCRIPT),
                 next_stamp_script: Script::new(NEXT_STAMP_SCRIPT),

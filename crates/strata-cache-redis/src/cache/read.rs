@@ -1,21 +1,26 @@
 //! The read path of [`RedisCache`]: one `HMGET` per key, and the renewal of
 //! sliding entries after it.
 //!
-//! A read asks for the entry's fields with `HMGET`, as the .NET provider does,
-//! and returns as soon as they arrive: an entry without sliding expiration
-//! costs exactly that one command. An entry whose `sldexp` says it slides is
-//! renewed afterwards by the refresh script, sent from a spawned task that
-//! the caller does not wait for. The renewal needs no atomicity with the read,
-//! because the script reads the fields again and computes the TTL from what
-//! the key holds when it runs: it never sets a TTL past the entry's absolute
-//! expiration, never applies a replaced entry's window to its replacement,
-//! never renews a tombstone (which has no `sldexp`), and never creates a key
+//! A read asks for the entry's fields with `HMGET`, as the .NET provider does:
+//! an entry without sliding expiration costs exactly that one command. An
+//! entry whose `sldexp` says it slides is renewed by the refresh script: sent
+//! after the read from a spawned task the caller does not wait for, the first
+//! time; and since the cache then remembers the key slides
+//! ([`SlidingHints`]), in the same pipeline as the `HMGET` on its next reads,
+//! which saves Redis and the client a command's worth of system calls. The
+//! renewal needs no atomicity with the read, because the script reads the
+//! fields again and computes the TTL from what the key holds when it runs: it
+//! never sets a TTL past the entry's absolute expiration, never applies a
+//! replaced entry's window to its replacement, never renews a tombstone (which
+//! has no `sldexp`) or an entry that no longer slides, and never creates a key
 //! (`PEXPIRE` of a missing key does nothing).
 //!
 //! A key that holds another type than a hash (written by another program) is
 //! not an entry: it reads as missing, and is left alone.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -44,37 +49,99 @@ struct Read {
     renew: bool,
 }
 
+/// Slots of [`SlidingHints`]: 32 KiB a cache. A hint lost to a collision
+/// only costs one renewal sent after its read instead of beside it.
+const HINT_SLOTS: usize = 4096;
+
+/// Remembers, per key hash, which keys were sliding entries when last read,
+/// so that their next read sends the renewal in the same pipeline as the
+/// `HMGET`. A stale hint costs a renewal that finds nothing to renew; a
+/// missing one, a renewal sent after the read.
+pub(super) struct SlidingHints {
+    slots: Box<[AtomicU64]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl SlidingHints {
+    pub(super) fn new() -> Self {
+        Self {
+            slots: (0..HINT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    /// The slot of `key` and the tag that says the key slides (never 0).
+    fn slot(&self, key: &str) -> (&AtomicU64, u64) {
+        let hash = self.hasher.hash_one(key);
+        // The modulo keeps the index below HINT_SLOTS.
+        #[allow(clippy::cast_possible_truncation)]
+        let slot = &self.slots[(hash % HINT_SLOTS as u64) as usize];
+        (slot, hash | 1)
+    }
+
+    fn slides(&self, key: &str) -> bool {
+        let (slot, tag) = self.slot(key);
+        slot.load(Ordering::Relaxed) == tag
+    }
+
+    fn remember(&self, key: &str, slides: bool) {
+        let (slot, tag) = self.slot(key);
+        if slides {
+            slot.store(tag, Ordering::Relaxed);
+        } else if slot.load(Ordering::Relaxed) == tag {
+            slot.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 impl RedisCache {
     /// Reads `key` (a full Redis key): its value and, with `version`, its
-    /// version; schedules the renewal of a sliding entry.
+    /// version; renews a sliding entry, in the read's pipeline when the key
+    /// slid when last read, else after it.
     pub(super) async fn read(&self, key: String, version: bool) -> Result<Versioned> {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(&key)
+        let mut pipe = redis::pipe();
+        let hmget = pipe
+            .cmd("HMGET")
+            .arg(&key)
             .arg(ABSOLUTE_FIELD)
             .arg(SLIDING_FIELD)
             .arg(DATA_FIELD);
         if version {
-            cmd.arg(VERSION_FIELD);
+            hmget.arg(VERSION_FIELD);
         }
         let now = ticks_of(SystemTime::now());
-        let read = self
+        let hinted = self.inner.sliding.slides(&key);
+        let script = &self.inner.refresh_script;
+        if hinted {
+            pipe.add_command(refresh_cmd(script, &key, now));
+        }
+        // The read's answer stands whatever the renewal's is.
+        pipe.ignore_errors();
+        let (read, renewed) = self
             .inner
             .link
             .run(|mut conn| async move {
-                let read = if version {
-                    cmd.query_async::<VersionedFields>(&mut conn)
-                        .await
-                        .map(|(a, s, d, v)| interpret(a, s, d, Some(v), now))
+                let (read, renewed) = if version {
+                    let (fields, renewed) = query::<VersionedFields>(&mut conn, &pipe).await?;
+                    let read = fields.map(|(a, s, d, v)| interpret(a, s, d, Some(v), now));
+                    (read, renewed)
                 } else {
-                    cmd.query_async::<Fields>(&mut conn)
-                        .await
-                        .map(|(a, s, d)| interpret(a, s, d, None, now))
+                    let (fields, renewed) = query::<Fields>(&mut conn, &pipe).await?;
+                    (
+                        fields.map(|(a, s, d)| interpret(a, s, d, None, now)),
+                        renewed,
+                    )
                 };
-                read.or_else(foreign_is_missing)
+                Ok((read.or_else(foreign_is_missing)?, renewed))
             })
             .await?;
-        if read.renew {
-            self.renew_later(vec![key]);
+        self.inner.sliding.remember(&key, read.renew);
+        match renewed {
+            // Not sent, or sent and refused: renew after the read. A server
+            // that does not know the script (a fresh or restarted Redis) gets
+            // it loaded there.
+            None | Some(Err(_)) if read.renew => self.renew_later(vec![key]),
+            _ => {}
         }
         Ok(read.versioned)
     }
@@ -119,6 +186,7 @@ impl RedisCache {
             .into_iter()
             .zip(answers)
             .map(|(key, read)| {
+                self.inner.sliding.remember(&key, read.renew);
                 if read.renew {
                     sliding.push(key);
                 }
@@ -154,6 +222,39 @@ impl RedisCache {
             }
         });
     }
+}
+
+/// Runs a read's pipeline: the `HMGET`'s answer, and the renewal's when the
+/// pipeline holds one.
+async fn query<T: redis::FromRedisValue>(
+    conn: &mut MultiplexedConnection,
+    pipe: &redis::Pipeline,
+) -> RedisResult<(RedisResult<T>, Option<RedisResult<()>>)> {
+    let mut answers = pipe
+        .query_async::<Vec<redis::Value>>(conn)
+        .await?
+        .into_iter();
+    let fields = answers
+        .next()
+        .map_or_else(
+            || Ok(Err(missing_answer())),
+            redis::from_redis_value::<RedisResult<T>>,
+        )
+        .map_err(RedisError::from)?;
+    let renewed = answers
+        .next()
+        .map(redis::from_redis_value::<RedisResult<redis::Value>>)
+        .transpose()
+        .map_err(RedisError::from)?
+        .map(|answer| answer.map(drop));
+    Ok((fields, renewed))
+}
+
+fn missing_answer() -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::Client,
+        "Redis sent fewer answers than commands",
+    ))
 }
 
 /// Runs the refresh script on each of `keys`, in one pipeline; loads the
