@@ -5,13 +5,14 @@
 //! the semantics of the Redis backend (the conformance suite runs on both). It
 //! is not the HybridCache L1, which stores typed values and is built for speed.
 //!
-//! The store is split by key hash into [`shard`]s, each behind its own mutex:
-//! a call locks the one shard of its key, so readers never wait for work on
-//! other shards. Nothing scans the store. A full cache is the steady state of
-//! a busy one, so a write that takes it over its byte budget evicts from its
-//! own shard, one entry at a time (the earliest expired entry, else the least
-//! recently used), in short batches that let readers in between; expired
-//! entries are also reclaimed a few at a time by every write of their shard.
+//! The store is split by key hash into shards (`shard`), each behind its own
+//! mutex: a call locks the one shard of its key, so readers never wait for
+//! work on other shards. Nothing scans the store. A full cache is the steady
+//! state of a busy one, so a write that takes it over its byte budget evicts
+//! from its own shard, one entry at a time (the earliest expired entry, else
+//! the least recently used), in short batches that let readers in between;
+//! expired entries are also reclaimed a few at a time by every write of their
+//! shard.
 
 mod shard;
 
