@@ -1,4 +1,5 @@
-//! `RedisCache::get` against a raw redis-rs `GET`, measured side by side.
+//! `RedisCache::get` against a raw redis-rs `GET` of the same bytes, measured
+//! side by side.
 //!
 //! The bench starts its own `redis-server` (strata-cache-testkit's `RedisServer`),
 //! so running it under `taskset -c 0` pins client and server to one core:
@@ -8,8 +9,12 @@
 //! ```
 //!
 //! Groups:
-//! - `get_200b`: a 200-byte sliding entry through `RedisCache::get` (one
-//!   EVALSHA that reads and renews) vs `GET` of a 200-byte string.
+//! - `get_200b`: `RedisCache::get` of a 200-byte entry without sliding
+//!   expiration (one `HMGET`) and of a 200-byte sliding entry (the `HMGET`,
+//!   then the renewal script sent without waiting), against a raw `GET` of a
+//!   200-byte string, a raw `HMGET` of the entry's three fields (the floor
+//!   of a read in the .NET layout), and that `HMGET` pipelined with the
+//!   refresh script (the floor of a read that renews in one round trip).
 //! - `get_product`: a Product-sized JSON value through `get_value::<Product>`,
 //!   through `RedisCache::get` (bytes only) and through a raw `GET`, plus the
 //!   JSON decode alone.
@@ -23,7 +28,7 @@
 //! function; alternating in rounds of a few milliseconds cancels that drift.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::Criterion;
@@ -32,6 +37,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{IntoConnectionInfo, ProtocolVersion};
 use serde::{Deserialize, Serialize};
 use strata_cache::{DistributedCache, DistributedCacheExt, EntryOptions};
+use strata_cache_redis::layout::{REFRESH_SCRIPT, ticks_of};
 use strata_cache_redis::{RedisCache, RedisCacheOptions};
 use strata_cache_testkit::RedisServer;
 
@@ -61,28 +67,6 @@ fn product() -> Product {
     }
 }
 
-/// The one-script read the cache used before it moved to `MULTI`/`EXEC`: a
-/// baseline that separates client cost from server cost. Reads an entry and
-/// renews its sliding expiration, atomically; returns the
-/// `data` field or nil. `KEYS[1]` is the entry, `ARGV[1]` the caller's time in
-/// .NET ticks. An entry whose absolute expiration has passed on the caller's
-/// clock reads as missing.
-const GET_SCRIPT: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'absexp', 'sldexp', 'data')
-local sld = tonumber(v[2])
-if sld ~= nil and sld > 0 then
-  local ttl = sld
-  local abs = tonumber(v[1])
-  if abs ~= nil and abs > 0 then
-    local left = abs - tonumber(ARGV[1])
-    if left < ttl then ttl = left end
-  end
-  if ttl <= 0 then return false end
-  redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(ttl / 10000)))
-end
-return v[3]
-";
-
 /// A plain multiplexed connection with the cache's settings (RESP3, nodelay).
 async fn raw_connection(url: &str) -> MultiplexedConnection {
     let info = url.into_connection_info().expect("valid URL");
@@ -103,10 +87,15 @@ async fn raw_connection(url: &str) -> MultiplexedConnection {
 /// What is measured, one call each.
 #[derive(Clone, Copy, Debug)]
 enum Op {
-    /// `RedisCache::get` of the 200-byte sliding entry.
+    /// `RedisCache::get` of the 200-byte entry without sliding expiration.
     CacheGet,
-    /// The cache's get script by hand on the raw connection.
-    RawEvalSha,
+    /// `RedisCache::get` of the 200-byte sliding entry.
+    CacheGetSliding,
+    /// `HMGET absexp sldexp data` of the 200-byte entry, by hand.
+    RawHmget,
+    /// That `HMGET` and the refresh script on the sliding entry, in one
+    /// pipeline, awaited: the floor of a read that renews in one round trip.
+    RawHmgetRenew,
     /// `GET` of the 200-byte string.
     RawGet,
     /// `get_value::<Product>`.
@@ -120,8 +109,10 @@ enum Op {
 impl Op {
     fn name(self) -> &'static str {
         match self {
-            Op::CacheGet => "RedisCache::get (sliding)",
-            Op::RawEvalSha => "raw EVALSHA of the get script",
+            Op::CacheGet => "RedisCache::get (not sliding)",
+            Op::CacheGetSliding => "RedisCache::get (sliding)",
+            Op::RawHmget => "raw HMGET of the 3 fields",
+            Op::RawHmgetRenew => "raw HMGET + refresh script, pipelined",
             Op::RawGet | Op::RawGetProduct => "raw GET",
             Op::TypedGet => "get_value::<Product>",
             Op::CacheGetProduct => "RedisCache::get (bytes)",
@@ -132,29 +123,48 @@ impl Op {
 struct Fixture {
     cache: RedisCache,
     raw: MultiplexedConnection,
-    get_sha: String,
+    refresh_sha: String,
 }
 
 impl Fixture {
     async fn run(&self, op: Op) {
         match op {
-            Op::CacheGet => drop(black_box(self.cache.get("sliding").await.expect("get"))),
+            Op::CacheGet => drop(black_box(self.cache.get("absolute").await.expect("get"))),
+            Op::CacheGetSliding => drop(black_box(self.cache.get("sliding").await.expect("get"))),
             Op::CacheGetProduct => drop(black_box(self.cache.get("product").await.expect("get"))),
             Op::TypedGet => {
                 let v: Option<Product> = self.cache.get_value("product").await.expect("get_value");
                 black_box(v.expect("present"));
             }
-            Op::RawEvalSha => {
+            Op::RawHmget => {
                 let mut conn = self.raw.clone();
-                let v: Option<Bytes> = redis::cmd("EVALSHA")
-                    .arg(&self.get_sha)
-                    .arg(1)
-                    .arg("sliding")
-                    .arg(638_700_000_000_000_000_i64)
+                let v: (Option<i64>, Option<i64>, Option<Bytes>) = redis::cmd("HMGET")
+                    .arg("absolute")
+                    .arg("absexp")
+                    .arg("sldexp")
+                    .arg("data")
                     .query_async(&mut conn)
                     .await
-                    .expect("EVALSHA");
-                black_box(v.expect("present"));
+                    .expect("HMGET");
+                black_box(v.2.expect("present"));
+            }
+            Op::RawHmgetRenew => {
+                let mut conn = self.raw.clone();
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET")
+                    .arg("sliding")
+                    .arg("absexp")
+                    .arg("sldexp")
+                    .arg("data");
+                pipe.cmd("EVALSHA")
+                    .arg(&self.refresh_sha)
+                    .arg(1)
+                    .arg("sliding")
+                    .arg(ticks_of(SystemTime::now()))
+                    .ignore();
+                let (v,): ((Option<i64>, Option<i64>, Option<Bytes>),) =
+                    pipe.query_async(&mut conn).await.expect("pipeline");
+                black_box(v.2.expect("present"));
             }
             Op::RawGet | Op::RawGetProduct => {
                 let key = if matches!(op, Op::RawGet) {
@@ -178,9 +188,14 @@ async fn setup(url: &str) -> (Fixture, Vec<u8>) {
     let cache = RedisCache::new(RedisCacheOptions::new(url)).expect("options");
     let mut raw = raw_connection(url).await;
     let sliding = EntryOptions::new().with_sliding_expiration(Duration::from_secs(1800));
+    let absolute = EntryOptions::new().with_relative_expiration(Duration::from_secs(3600));
     let value = Bytes::from(vec![b'x'; 200]);
     cache
         .set("sliding", value.clone(), &sliding)
+        .await
+        .expect("set");
+    cache
+        .set("absolute", value.clone(), &absolute)
         .await
         .expect("set");
     let () = redis::cmd("SET")
@@ -200,13 +215,9 @@ async fn setup(url: &str) -> (Fixture, Vec<u8>) {
         .query_async(&mut raw)
         .await
         .expect("SET");
-    // The raw EVALSHA row runs the one-script read (`GET_SCRIPT`), which the
-    // cache itself no longer sends (it reads with HMGET beside the refresh
-    // script): load it here.
-    cache.get("sliding").await.expect("get");
-    let get_sha: String = redis::cmd("SCRIPT")
+    let refresh_sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(GET_SCRIPT)
+        .arg(REFRESH_SCRIPT)
         .query_async(&mut raw)
         .await
         .expect("SCRIPT LOAD");
@@ -214,7 +225,7 @@ async fn setup(url: &str) -> (Fixture, Vec<u8>) {
         Fixture {
             cache,
             raw,
-            get_sha,
+            refresh_sha,
         },
         product_json,
     )
@@ -281,7 +292,16 @@ fn bench(c: &mut Criterion) {
     println!("product JSON: {} bytes", product_json.len());
 
     let groups = [
-        ("get_200b", &[Op::CacheGet, Op::RawEvalSha, Op::RawGet][..]),
+        (
+            "get_200b",
+            &[
+                Op::CacheGet,
+                Op::CacheGetSliding,
+                Op::RawHmget,
+                Op::RawHmgetRenew,
+                Op::RawGet,
+            ][..],
+        ),
         (
             "get_product",
             &[Op::TypedGet, Op::CacheGetProduct, Op::RawGetProduct][..],
@@ -308,7 +328,11 @@ fn bench(c: &mut Criterion) {
 
     runtime.block_on(async {
         paired(&fixture, Op::CacheGet, Op::RawGet, false).await;
-        paired(&fixture, Op::CacheGet, Op::RawEvalSha, false).await;
+        paired(&fixture, Op::CacheGetSliding, Op::RawGet, false).await;
+        paired(&fixture, Op::RawHmget, Op::RawGet, false).await;
+        paired(&fixture, Op::CacheGet, Op::RawHmget, false).await;
+        paired(&fixture, Op::RawHmgetRenew, Op::RawGet, false).await;
+        paired(&fixture, Op::CacheGetSliding, Op::RawHmgetRenew, false).await;
         paired(&fixture, Op::TypedGet, Op::CacheGetProduct, true).await;
         paired(&fixture, Op::TypedGet, Op::RawGetProduct, true).await;
     });

@@ -1,31 +1,29 @@
 //! [`RedisCache`]: `strata_cache::DistributedCache` on Redis, in the .NET provider's
 //! storage layout (see [`crate::layout`]).
 //!
-//! Every operation is one round trip: `refresh` runs a server-side script by
-//! its SHA (`EVALSHA`), `get` is one `MULTI`/`EXEC` transaction of `HMGET` and
-//! that script (the value never passes through Lua), `set` and `remove` are
-//! one `MULTI`/`EXEC` transaction each, `set_if_version` and `next_stamp` one
-//! script each, and `get_many` one pipeline. The connection itself is
-//! [`crate::link`]'s business.
+//! Every operation waits for one round trip: `get` and `get_versioned` are
+//! one `HMGET` (with the renewal script in the same pipeline for a key that
+//! slid when last read), `get_many` one pipeline of `HMGET`s; reads and the
+//! renewal of sliding entries are `read`'s business. `refresh` runs a
+//! server-side script by its SHA (`EVALSHA`); `set` and `remove` are one
+//! `MULTI`/`EXEC` transaction each; `set_if_version` and `next_stamp` one
+//! script each. The connection itself is [`crate::link`]'s business.
 
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+mod read;
+mod write;
+
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script, ServerErrorKind};
+use redis::{Cmd, FromRedisValue, RedisResult, Script, ServerErrorKind};
 use strata_cache::{
-    DistributedCache, EntryOptions, Error, ErrorKind, Result, TOMBSTONE_TTL, Version, Versioned,
-    validate_key,
+    DistributedCache, EntryOptions, Error, ErrorKind, Result, Version, Versioned, validate_key,
 };
 
-use crate::layout::{
-    ABSOLUTE_FIELD, DATA_FIELD, MAX_VALUE_LEN, NEXT_STAMP_SCRIPT, NOT_SET, REFRESH_SCRIPT,
-    SET_IF_VERSION_SCRIPT, SLIDING_FIELD, VERSION_FIELD, ticks_of, timespan_ticks, ttl_millis,
-};
+use crate::layout::{NEXT_STAMP_SCRIPT, REFRESH_SCRIPT, SET_IF_VERSION_SCRIPT, ticks_of};
 use crate::link::Link;
 use crate::options::RedisCacheOptions;
 
@@ -65,6 +63,8 @@ pub struct RedisCache {
 struct Inner {
     link: Link,
     options: RedisCacheOptions,
+    /// Which keys were sliding when last read (see `read`).
+    sliding: read::SlidingHints,
     refresh_script: Script,
     set_if_version_script: Script,
     next_stamp_script: Script,
@@ -102,6 +102,7 @@ impl RedisCache {
             inner: Arc::new(Inner {
                 link,
                 options,
+                sliding: read::SlidingHints::new(),
                 refresh_script: Script::new(REFRESH_SCRIPT),
                 set_if_version_script: Script::new(SET_IF_VERSION_SCRIPT),
                 next_stamp_script: Script::new(NEXT_STAMP_SCRIPT),
@@ -144,16 +145,6 @@ impl RedisCache {
     }
 }
 
-/// A new version token: random, so that no two writes of a key (from any
-/// process) share one, never 0.
-fn new_version() -> u64 {
-    static SEED: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = SEED.get_or_init(foldhash::fast::RandomState::default);
-    seed.hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
-        .max(1)
-}
-
 /// Runs `cmd` (an `EVALSHA` of `script`), loading the script first when the
 /// server does not know it (a fresh or restarted Redis), then runs it again.
 async fn eval_sha<T: FromRedisValue>(
@@ -170,169 +161,21 @@ async fn eval_sha<T: FromRedisValue>(
     }
 }
 
-/// The `EVALSHA` of the refresh script for `key`.
-fn refresh_cmd(script: &Script, key: &str, now_ticks: i64) -> Cmd {
-    let mut cmd = Cmd::new();
-    cmd.arg("EVALSHA")
-        .arg(script.get_hash())
-        .arg(1)
-        .arg(key)
-        .arg(now_ticks);
-    cmd
-}
-
-/// The fields of one entry as `HMGET` returns them.
-type Fields = (
-    Option<String>,
-    Option<String>,
-    Option<Bytes>,
-    Option<String>,
-);
-
-/// Adds to `pipe` the read of `key` (`HMGET` of the layout's fields and the
-/// version) followed by the renewal script, whose reply is ignored.
-fn add_read(pipe: &mut Pipeline, script: &Script, key: &str, now_ticks: i64) {
-    pipe.cmd("HMGET")
-        .arg(key)
-        .arg(ABSOLUTE_FIELD)
-        .arg(SLIDING_FIELD)
-        .arg(DATA_FIELD)
-        .arg(VERSION_FIELD);
-    pipe.add_command(refresh_cmd(script, key, now_ticks))
-        .ignore();
-}
-
-/// Runs a pipeline of reads built by [`add_read`]; on `NOSCRIPT` (a fresh or
-/// restarted Redis does not know the renewal script: the reads ran, the
-/// renewals did not) loads the script and runs it all again.
-async fn query_reads(
-    conn: &mut MultiplexedConnection,
-    script: &Script,
-    pipe: &Pipeline,
-) -> RedisResult<Vec<Fields>> {
-    match pipe.query_async(conn).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script.load_async(conn).await?;
-            pipe.query_async(conn).await
-        }
-        result => result,
-    }
-}
-
-/// What one entry's fields mean at `now_ticks`: the value (none for a
-/// missing key, a tombstone, or an entry past its absolute expiration on our
-/// clock, which the renewal script did not renew either) and the version.
-fn interpret((absolute, sliding, data, version): Fields, now_ticks: i64) -> Versioned {
-    let version = match version.as_deref().map(str::parse::<u64>) {
-        Some(Ok(token)) => Version::token(token),
-        // Written by someone who does not version (a .NET service).
-        Some(Err(_)) => Version::unversioned(),
-        None if data.is_some() => Version::unversioned(),
-        None => Version::absent(0),
-    };
-    // Lua's `tonumber`: a field that is missing or not a number is not set.
-    let number = |field: Option<String>| field.and_then(|f| f.trim().parse::<i64>().ok());
-    if let Some(sliding) = number(sliding).filter(|&s| s > 0) {
-        let left = match number(absolute).filter(|&a| a > 0) {
-            Some(absolute) => sliding.min(absolute.saturating_sub(now_ticks)),
-            None => sliding,
-        };
-        if left <= 0 {
-            return Versioned::new(None, version);
-        }
-    }
-    Versioned::new(data, version)
-}
-
-/// Reads an entry and renews its sliding expiration in one atomic round trip:
-/// `MULTI`, `HMGET absexp sldexp data ver`, the refresh script, `EXEC`; the
-/// expiry check of [`interpret`] mirrors the script's, so an entry past its
-/// absolute expiration reads as missing.
-///
-/// Why not one script that also returns the value: a value returned through Lua is copied into a
-/// Lua string and back, which for a 300 KB value costs Redis about 0.9 ms per
-/// call against 11 us for an `HGET` (measured with `INFO commandstats`, Redis
-/// 7.0). Here the value never enters Lua, and arrives as redis-rs parsed it:
-/// one allocation, moved into the `Bytes` without a copy.
-async fn read_and_slide(
-    conn: &mut MultiplexedConnection,
-    script: &Script,
-    key: &str,
-    now_ticks: i64,
-) -> RedisResult<Versioned> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    add_read(&mut pipe, script, key, now_ticks);
-    let mut fields = query_reads(conn, script, &pipe).await?;
-    let fields = fields.pop().unwrap_or((None, None, None, None));
-    Ok(interpret(fields, now_ticks))
-}
-
-/// The `absexp`, `sldexp` and TTL of an entry written now with `options`.
-fn expiration_fields(options: &EntryOptions) -> Result<(i64, i64, Option<u64>)> {
-    let now = SystemTime::now();
-    let expiration = options.resolve(now)?;
-    let absolute = expiration.absolute().map_or(NOT_SET, ticks_of);
-    let sliding = expiration.sliding().map_or(NOT_SET, timespan_ticks);
-    let ttl = expiration.time_to_live(now).map(ttl_millis);
-    Ok((absolute, sliding, ttl))
-}
-
-impl RedisCache {
-    fn check_size(key: &str, value: &Bytes) -> Result<()> {
-        if value.len() > MAX_VALUE_LEN {
-            return Err(Error::new(
-                ErrorKind::PayloadTooLarge,
-                format!(
-                    "the value for {key:?} is {} bytes, over Redis' limit of 512 MiB: \
-                     store it in smaller parts or outside the cache",
-                    value.len()
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl DistributedCache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        Ok(self.get_versioned(key).await?.value)
+        let key = self.redis_key(key)?;
+        Ok(self.read(key, false).await?.value)
     }
 
     async fn set(&self, key: &str, value: Bytes, options: &EntryOptions) -> Result<()> {
         let key = self.redis_key(key)?;
-        Self::check_size(&key, &value)?;
-        let (absolute, sliding, ttl) = expiration_fields(options)?;
-        // One transaction: the old entry goes (with its TTL and any foreign
-        // type or extra fields), the new one comes with its own TTL or none,
-        // and a new version.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("UNLINK").arg(&key).ignore();
-        pipe.cmd("HSET")
-            .arg(&key)
-            .arg(ABSOLUTE_FIELD)
-            .arg(absolute)
-            .arg(SLIDING_FIELD)
-            .arg(sliding)
-            .arg(DATA_FIELD)
-            .arg(value.as_ref())
-            .arg(VERSION_FIELD)
-            .arg(new_version())
-            .ignore();
-        if let Some(ttl) = ttl {
-            pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-        }
-        self.inner
-            .link
-            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        self.write(key, value, options).await
     }
 
     async fn refresh(&self, key: &str) -> Result<()> {
         let key = self.redis_key(key)?;
-        let cmd = refresh_cmd(
+        let cmd = read::refresh_cmd(
             &self.inner.refresh_script,
             &key,
             ticks_of(SystemTime::now()),
@@ -345,25 +188,11 @@ impl DistributedCache for RedisCache {
     }
 
     /// Leaves a tombstone: the key holds only a new version for
-    /// [`TOMBSTONE_TTL`], and reads as missing (to .NET readers too).
+    /// [`TOMBSTONE_TTL`](strata_cache::TOMBSTONE_TTL), and reads as missing
+    /// (to .NET readers too).
     async fn remove(&self, key: &str) -> Result<()> {
         let key = self.redis_key(key)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("UNLINK").arg(&key).ignore();
-        pipe.cmd("HSET")
-            .arg(&key)
-            .arg(VERSION_FIELD)
-            .arg(new_version())
-            .ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl_millis(TOMBSTONE_TTL))
-            .ignore();
-        self.inner
-            .link
-            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        self.write_tombstone(key).await
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
@@ -371,36 +200,12 @@ impl DistributedCache for RedisCache {
             .iter()
             .map(|key| self.redis_key(key))
             .collect::<Result<Vec<_>>>()?;
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = ticks_of(SystemTime::now());
-        let script = &self.inner.refresh_script;
-        // One pipeline, not a transaction: each read and renewal is atomic on
-        // its own, and the keys may live on different nodes of a cluster.
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            add_read(&mut pipe, script, key, now);
-        }
-        let fields = self
-            .inner
-            .link
-            .run(|mut conn| async move { query_reads(&mut conn, script, &pipe).await })
-            .await?;
-        Ok(fields
-            .into_iter()
-            .map(|fields| interpret(fields, now).value)
-            .collect())
+        self.read_many(keys).await
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Versioned> {
         let key = self.redis_key(key)?;
-        let now = ticks_of(SystemTime::now());
-        let script = &self.inner.refresh_script;
-        self.inner
-            .link
-            .run(|mut conn| async move { read_and_slide(&mut conn, script, &key, now).await })
-            .await
+        self.read(key, true).await
     }
 
     async fn set_if_version(
@@ -411,35 +216,12 @@ impl DistributedCache for RedisCache {
         expected: &Version,
     ) -> Result<bool> {
         let key = self.redis_key(key)?;
-        Self::check_size(&key, &value)?;
-        let (absolute, sliding, ttl) = expiration_fields(options)?;
-        let expected = match (expected.as_token(), expected.as_absent()) {
-            _ if expected.is_expired() => return Ok(false),
-            (Some(token), _) => token.to_string(),
-            (None, Some(_)) => String::new(),
-            (None, None) => return Ok(false),
-        };
-        let script = &self.inner.set_if_version_script;
-        let mut cmd = Cmd::new();
-        cmd.arg("EVALSHA")
-            .arg(script.get_hash())
-            .arg(1)
-            .arg(&key)
-            .arg(expected)
-            .arg(new_version())
-            .arg(absolute)
-            .arg(sliding)
-            .arg(value.as_ref())
-            .arg(ttl.map_or(String::new(), |t| t.to_string()));
-        self.inner
-            .link
-            .run(|mut conn| async move { eval_sha::<bool>(&mut conn, script, &cmd).await })
-            .await
+        self.write_if_version(key, value, options, expected).await
     }
 
     async fn next_stamp(&self, key: &str, options: &EntryOptions) -> Result<u64> {
         let key = self.redis_key(key)?;
-        let (_, _, ttl) = expiration_fields(options)?;
+        let ttl = write::expiration_fields(options)?.ttl;
         let script = &self.inner.next_stamp_script;
         let mut cmd = Cmd::new();
         cmd.arg("EVALSHA")

@@ -13,7 +13,16 @@ use strata_cache::{Error, ErrorKind};
 
 /// Turns a redis-rs error from talking to `target` into a Strata error.
 pub(crate) fn from_redis(err: RedisError, target: &str) -> Error {
-    let code = err.code().unwrap_or("");
+    // A refused transaction reports EXECABORT; the reason is in its parts.
+    let out_of_memory = err
+        .clone()
+        .into_server_errors()
+        .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM"));
+    let code = if out_of_memory {
+        "OOM"
+    } else {
+        err.code().unwrap_or("")
+    };
     let (kind, message) = match (err.kind(), code) {
         (redis::ErrorKind::AuthenticationFailed, _) | (_, "WRONGPASS") => (
             ErrorKind::Authentication,
@@ -34,6 +43,13 @@ pub(crate) fn from_redis(err: RedisError, target: &str) -> Error {
             format!(
                 "the Redis user may not run this command on {target}: grant it \
                  +@hash +@keyspace +@scripting +@pubsub in the ACL"
+            ),
+        ),
+        (_, "OOM") => (
+            ErrorKind::Backend,
+            format!(
+                "Redis at {target} is out of memory and refuses writes: give it more \
+                 maxmemory, or let it evict (maxmemory-policy volatile-lru)"
             ),
         ),
         (_, "NOTSTAMP") => (

@@ -11,9 +11,11 @@
 //!
 //! The key's TTL is the entry's next deadline: `min(sliding, absexp - now)`.
 //! The .NET provider sets it in whole seconds with `EXPIRE`; we set it in
-//! milliseconds with `PEXPIRE`, which it reads the same way. Where that
-//! provider reads and then renews in two round trips, the cache does both
-//! atomically in one (an `HMGET` beside [`REFRESH_SCRIPT`] in a transaction).
+//! milliseconds with `PEXPIRE`, which it reads the same way. Both read with
+//! `HMGET` and renew a sliding entry after the read; where that provider
+//! renews with a plain `EXPIRE` computed from the fields it read, the cache
+//! runs [`REFRESH_SCRIPT`], which computes the TTL from the fields the key
+//! holds when it runs.
 //!
 //! Strata adds one field, `ver`: a random version token written with every
 //! entry, so that a version-checked write ([`SET_IF_VERSION_SCRIPT`]) lands
@@ -73,10 +75,13 @@ pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
 
 /// Renews the sliding expiration of an entry without reading its value.
 /// `KEYS[1]` is the entry, `ARGV[1]` the caller's time in .NET ticks. The
-/// cache's `get` sends it beside an `HMGET` in one `MULTI`/`EXEC`, so a read
-/// and its renewal are one atomic round trip and the value never enters Lua.
+/// TTL comes from the fields the key holds as the script runs, so a renewal
+/// sent after a read never outlives the entry's absolute expiration, never
+/// applies to an entry that replaced the one read, never renews a tombstone
+/// and never creates a key. A key of another type is left alone.
 pub const REFRESH_SCRIPT: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'absexp', 'sldexp')
+local v = redis.pcall('HMGET', KEYS[1], 'absexp', 'sldexp')
+if v.err then return 0 end
 local sld = tonumber(v[2])
 if sld ~= nil and sld > 0 then
   local ttl = sld
@@ -96,15 +101,21 @@ return 0
 /// `KEYS[1]` is the entry; `ARGV[1]` the expected version (`''`: the key must
 /// not exist), `ARGV[2]` the new version, `ARGV[3]` `absexp`, `ARGV[4]`
 /// `sldexp`, `ARGV[5]` the value, `ARGV[6]` the TTL in milliseconds (`''`:
-/// none). Returns 1 when stored, 0 when the version changed.
+/// none). With `ARGV[3]` empty it writes a tombstone (the version alone)
+/// instead: what a failed version-checked write leaves. Returns 1 when
+/// stored, 0 when the version changed (a key of another type has none).
 pub const SET_IF_VERSION_SCRIPT: &str = r"
 if ARGV[1] == '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-elseif redis.call('HGET', KEYS[1], 'ver') ~= ARGV[1] then
+elseif redis.pcall('HGET', KEYS[1], 'ver') ~= ARGV[1] then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'absexp', ARGV[3], 'sldexp', ARGV[4], 'data', ARGV[5], 'ver', ARGV[2])
+if ARGV[3] == '' then
+  redis.call('HSET', KEYS[1], 'ver', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'absexp', ARGV[3], 'sldexp', ARGV[4], 'data', ARGV[5], 'ver', ARGV[2])
+end
 if ARGV[6] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
 return 1
 ";

@@ -4,9 +4,11 @@
 //!
 //! A .NET service and a Rust service with the same instance name share one
 //! cache: each reads the other's entries, sliding expirations included. Where
-//! that provider is weak this crate does better and stays compatible: a
-//! sliding read is one atomic round trip, expirations have millisecond
-//! precision, and an overwrite without expiration clears the old TTL. Neither
+//! that provider is weak this crate does better and stays compatible: a read
+//! costs one `HMGET`, and a sliding entry is renewed after it by a script that
+//! can never extend an entry past its absolute expiration or revive a removed
+//! one; expirations have millisecond precision, and an overwrite without
+//! expiration clears the old TTL. Neither
 //! type fails to build because Redis is down (both connect and reconnect in
 //! the background, failing calls fast meanwhile), and every call is bounded by
 //! a timeout. Both are configured by one [`RedisCacheOptions`]: the URL

@@ -3,6 +3,7 @@
 //!
 //! The .NET provider writes `HSET key absexp <ticks> sldexp <ticks> data <bytes>`
 //! and then `EXPIRE key <seconds>`; it reads with `HMGET key absexp sldexp data`.
+//! `SetString`/`GetString` are the same calls on the string's UTF-8 bytes.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use strata_cache::{DistributedCache, EntryOptions, ErrorKind};
+use strata_cache::{DistributedCache, DistributedCacheExt, EntryOptions, ErrorKind};
 use strata_cache_redis::{RedisCache, RedisCacheOptions};
 
 const PREFIX: &str = "dotnet-app:";
@@ -80,19 +81,30 @@ async fn dotnet_get(raw: &mut MultiplexedConnection, key: &str) -> (i64, i64, Op
     (abs.expect("absexp field"), sld.expect("sldexp field"), data)
 }
 
-/// Reads `key` through the cache, checks that it holds `data`, and returns
-/// the key's PTTL after that read (which may have slid it).
-async fn get_then_pttl(
-    cache: &RedisCache,
-    raw: &mut MultiplexedConnection,
-    key: &str,
-    data: &'static [u8],
-) -> i64 {
+/// Reads `key` through the cache and checks that it holds `data`.
+async fn get_is(cache: &RedisCache, key: &str, data: &'static [u8]) {
     assert_eq!(
         cache.get(key).await.unwrap(),
         Some(Bytes::from_static(data))
     );
-    pttl(raw, key).await
+}
+
+/// Waits until the PTTL of `key` is within `range` (a read renews a sliding
+/// entry just after it returns), and returns it.
+async fn pttl_becomes(
+    raw: &MultiplexedConnection,
+    key: &str,
+    range: std::ops::RangeInclusive<i64>,
+    what: &str,
+) -> i64 {
+    common::poll(what, Duration::from_secs(5), || {
+        let (mut raw, range) = (raw.clone(), range.clone());
+        async move {
+            let ttl = pttl(&mut raw, key).await;
+            range.contains(&ttl).then_some(ttl)
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -105,14 +117,15 @@ async fn reads_and_slides_entries_written_by_dotnet() {
 
     // Sliding 5 min; .NET set the first TTL to 1 s (as if the absolute were near).
     dotnet_set(&mut raw, &sliding, -1, 300 * TICKS_PER_SEC, b"s", Some(1)).await;
-    // Sliding 5 min capped by an absolute expiration 3 s from now.
+    // Sliding 5 min capped by an absolute expiration 3 s from now; .NET set
+    // the first TTL to 1 s.
     dotnet_set(
         &mut raw,
         &capped,
         ticks_now() + 3 * TICKS_PER_SEC,
         300 * TICKS_PER_SEC,
         b"c",
-        Some(3),
+        Some(1),
     )
     .await;
     // Absolute only, 10 s.
@@ -128,25 +141,31 @@ async fn reads_and_slides_entries_written_by_dotnet() {
     // No expiration.
     dotnet_set(&mut raw, &forever, -1, -1, b"f", None).await;
 
-    let ttl = get_then_pttl(&cache, &mut raw, &sliding, b"s").await;
+    get_is(&cache, &absolute, b"a").await;
+    get_is(&cache, &forever, b"f").await;
+    get_is(&cache, &sliding, b"s").await;
+    pttl_becomes(
+        &raw,
+        &sliding,
+        299_000..=300_000,
+        "get slides a .NET entry to 5 min",
+    )
+    .await;
+    get_is(&cache, &capped, b"c").await;
+    // Renewed from 1 s, but never past the absolute expiration 3 s away.
+    pttl_becomes(
+        &raw,
+        &capped,
+        1_500..=3_000,
+        "get slides a capped entry up to its absolute expiration",
+    )
+    .await;
+    let ttl = pttl(&mut raw, &absolute).await;
     assert!(
-        (299_000..=300_000).contains(&ttl),
-        "get did not slide a .NET entry to 5 min: PTTL {ttl}"
-    );
-
-    let ttl = get_then_pttl(&cache, &mut raw, &capped, b"c").await;
-    assert!(
-        (1_500..=3_000).contains(&ttl),
-        "slid past the absolute expiration: PTTL {ttl}"
-    );
-
-    let ttl = get_then_pttl(&cache, &mut raw, &absolute, b"a").await;
-    assert!(
-        (8_000..=10_000).contains(&ttl),
+        (7_000..=10_000).contains(&ttl),
         "an absolute-only entry changed TTL: {ttl}"
     );
-
-    assert_eq!(get_then_pttl(&cache, &mut raw, &forever, b"f").await, -1);
+    assert_eq!(pttl(&mut raw, &forever).await, -1, "an entry got a TTL");
 
     // refresh slides too, without reading.
     let () = redis::cmd("PEXPIRE")
@@ -332,4 +351,91 @@ async fn values_over_512_mib_are_rejected_before_sending() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PayloadTooLarge, "{err}");
     assert!(err.message().contains("512 MiB"), "{err}");
+}
+
+/// Text with accents, CJK and a character outside the BMP (a surrogate pair
+/// in .NET's UTF-16), whose UTF-8 .NET's `Encoding.UTF8.GetBytes` writes.
+const TEXT: &str = "Grüße, 世界 😀";
+
+/// `SetString(key, value)` then `SetString(key, value, options)` in .NET:
+/// `HSET key absexp -1 sldexp -1 data <UTF-8>`, and with a 5-minute sliding
+/// expiration the same with `sldexp` in ticks, then `EXPIRE key 300`. Both
+/// read back with `get_string`, and a JSON read leaves them alone.
+#[tokio::test]
+async fn get_string_reads_what_dotnet_set_string_wrote() {
+    let (cache, mut raw) = setup().await;
+    let plain = common::unique("dotnet-string");
+    let sliding = common::unique("dotnet-string-sliding");
+    let empty = common::unique("dotnet-string-empty");
+    dotnet_set(&mut raw, &plain, -1, -1, TEXT.as_bytes(), None).await;
+    dotnet_set(
+        &mut raw,
+        &sliding,
+        -1,
+        300 * TICKS_PER_SEC,
+        TEXT.as_bytes(),
+        Some(300),
+    )
+    .await;
+    dotnet_set(&mut raw, &empty, -1, -1, b"", None).await;
+
+    assert_eq!(
+        cache.get_string(&plain).await.unwrap().as_deref(),
+        Some(TEXT)
+    );
+    assert_eq!(
+        cache.get_string(&sliding).await.unwrap().as_deref(),
+        Some(TEXT)
+    );
+    assert_eq!(cache.get_string(&empty).await.unwrap().as_deref(), Some(""));
+
+    // A JSON read of a .NET string is a miss, and must not destroy it.
+    assert_eq!(cache.get_value::<String>(&plain).await.unwrap(), None);
+    let (_, _, data) = dotnet_get(&mut raw, &plain).await;
+    assert_eq!(
+        data.as_deref(),
+        Some(TEXT.as_bytes()),
+        "a typed read deleted or changed the .NET service's string"
+    );
+    for key in [&plain, &sliding, &empty] {
+        cache.remove(key).await.unwrap();
+    }
+}
+
+/// What `set_string` stores is what .NET's `GetString` reads: `HMGET key
+/// absexp sldexp data` returns the string's UTF-8 as `data`, nothing else.
+#[tokio::test]
+async fn set_string_writes_what_dotnet_get_string_reads() {
+    let (cache, mut raw) = setup().await;
+    let forever = common::unique("rust-string");
+    let sliding = common::unique("rust-string-sliding");
+    cache
+        .set_string(&forever, TEXT, &EntryOptions::new())
+        .await
+        .unwrap();
+    let options = EntryOptions::new().with_sliding_expiration(Duration::from_secs(300));
+    cache.set_string(&sliding, TEXT, &options).await.unwrap();
+
+    let (abs, sld, data) = dotnet_get(&mut raw, &forever).await;
+    assert_eq!((abs, sld), (-1, -1));
+    let data = data.expect("data field");
+    assert_eq!(data, TEXT.as_bytes(), "not the raw UTF-8 .NET stores");
+    // Encoding.UTF8.GetString(data)
+    assert_eq!(String::from_utf8(data).unwrap(), TEXT);
+
+    let (abs, sld, data) = dotnet_get(&mut raw, &sliding).await;
+    assert_eq!((abs, sld), (-1, 300 * TICKS_PER_SEC));
+    assert_eq!(data.as_deref(), Some(TEXT.as_bytes()));
+
+    // The JSON helpers do not interoperate with GetString: they store JSON.
+    cache.set_value(&forever, TEXT).await.unwrap();
+    let (_, _, data) = dotnet_get(&mut raw, &forever).await;
+    assert_eq!(
+        data.as_deref(),
+        Some(format!("\"{TEXT}\"").as_bytes()),
+        "set_value stores a JSON string, quotes included"
+    );
+    for key in [&forever, &sliding] {
+        cache.remove(key).await.unwrap();
+    }
 }

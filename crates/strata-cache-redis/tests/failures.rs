@@ -236,3 +236,44 @@ async fn a_tls_url_against_a_plain_server_fails_without_hanging() {
     );
     assert!(start.elapsed() < OPERATION_TIMEOUT + Duration::from_secs(1));
 }
+
+/// A Redis out of memory under `noeviction` refuses writes. A refused
+/// overwrite must not leave the old value to be served: the cache removes it
+/// (UNLINK, which Redis runs even when out of memory).
+#[tokio::test]
+async fn an_overwrite_refused_for_lack_of_memory_leaves_the_key_missing() {
+    let server = RedisServer::with_args(["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    let cache = cache_for(server.url());
+    let options = EntryOptions::new();
+    cache
+        .set("kept", Bytes::from_static(b"old"), &options)
+        .await
+        .expect("an empty server takes a small write");
+    let filler = Bytes::from(vec![b'x'; 64 * 1024]);
+    let mut refused = None;
+    for i in 0..1_000 {
+        if let Err(error) = cache
+            .set(&format!("filler-{i}"), filler.clone(), &options)
+            .await
+        {
+            refused = Some(error);
+            break;
+        }
+    }
+    let refused = refused.expect("a 2 MB server refuses writes once full");
+    assert_eq!(refused.kind(), ErrorKind::Backend, "{refused}");
+    let error = cache
+        .set("kept", filler, &options)
+        .await
+        .expect_err("a full server refuses the overwrite too");
+    assert!(
+        error.message().contains("out of memory"),
+        "the message says why: {error}"
+    );
+    // Reads still work while Redis is out of memory.
+    assert_eq!(
+        cache.get("kept").await.unwrap(),
+        None,
+        "the old value survived an overwrite Redis refused"
+    );
+}

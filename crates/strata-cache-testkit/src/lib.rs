@@ -9,6 +9,9 @@
 //! - [`RedisServer`]: a throwaway `redis-server` on a free port, killed on
 //!   drop, for tests that stop, restart or reconfigure Redis.
 //!
+//! - [`conformance::run_at_capacity`] and [`conformance::run_with_foreign`]:
+//!   the same checks on a cache small enough to fill, and where other
+//!   programs write the store too.
 //! - [`ChaosBackplane`]: the same for a backplane: lost, delayed or failed
 //!   notices.
 //! - [`coherence`]: the coherence checker: readers, writers and faults

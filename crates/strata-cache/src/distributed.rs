@@ -138,7 +138,8 @@ impl Versioned {
 ///
 /// - keys are case-sensitive opaque strings; the empty key is rejected;
 /// - an empty value round-trips as empty, not as missing;
-/// - `set` replaces both the value and the expiration of an existing entry;
+/// - `set` replaces both the value and the expiration of an existing entry; a
+///   `set` the backend refuses removes the entry;
 /// - `get` and `refresh` push a sliding entry's expiry forward, never past its
 ///   absolute expiration; they do nothing to an absolute-only entry;
 /// - expiry has millisecond precision;
@@ -158,6 +159,12 @@ pub trait DistributedCache: Send + Sync + 'static {
 
     /// Stores `value` under `key` with `options`, replacing any existing entry
     /// along with its expiration.
+    ///
+    /// A failed `set` does not leave the previous value to be served in place
+    /// of the new one: when the backend refuses the write (the value too
+    /// large, the options invalid, a server out of memory), the key is removed
+    /// and reads as missing, as after [`remove`](Self::remove). Only a backend
+    /// that cannot be reached at all keeps what it held.
     ///
     /// # Errors
     ///
@@ -216,6 +223,10 @@ pub trait DistributedCache: Send + Sync + 'static {
     /// `remove`: the removal changed the version. Refused (`Ok(false)`) when
     /// `expected` [is expired](Version::is_expired) or
     /// [unversioned](Version::unversioned).
+    ///
+    /// A write refused for its value or its options (too large, invalid)
+    /// removes the value it would have replaced, if the version is still
+    /// `expected`; otherwise the key is left as it is.
     ///
     /// # Errors
     ///

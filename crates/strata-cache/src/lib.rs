@@ -130,7 +130,7 @@ pub use hybrid::{
     DEFAULT_MAX_KEY_LENGTH, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TRUST_WINDOW, FactoryContext,
     HybridCache, HybridCacheBuilder, HybridEntryOptions, HybridStats, Propagation,
 };
-pub use memory::{DEFAULT_CAPACITY_BYTES, MemoryDistributedCache};
+pub use memory::{DEFAULT_CAPACITY_BYTES, MEMORY_ENTRY_OVERHEAD, MemoryDistributedCache};
 pub use options::{EntryOptions, Expiration, MAX_EXPIRATION_UNIX_SECS};
 pub use typed::{
     DEFAULT_RELATIVE_EXPIRATION, DEFAULT_SLIDING_EXPIRATION, DistributedCacheExt, Typed,

@@ -2,9 +2,11 @@
 //! [`Typed`] (any [`Codec`]).
 //!
 //! These are the reference article's extension methods, made safe: bytes that
-//! do not decode are treated as a miss (logged at warn and removed, never a
-//! panic), and [`get_or_set`](Typed::get_or_set) never fails because the cache
-//! does: a cache that is down costs a warning and a factory run, not a request.
+//! do not decode are treated as a miss (logged at warn and counted, never a
+//! panic) and left where they are, since another writer (a .NET service, the
+//! previous version of this one) may own them; and
+//! [`get_or_set`](Typed::get_or_set) never fails because the cache does: a
+//! cache that is down costs a warning and a factory run, not a request.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +19,10 @@ use crate::codec::{Codec, Json};
 use crate::distributed::DistributedCache;
 use crate::error::Result;
 use crate::options::EntryOptions;
+
+/// The counter of cached bytes that did not decode, labelled by `codec`
+/// (a [`Codec::NAME`], or `utf8` for [`get_string`](DistributedCacheExt::get_string)).
+const UNDECODABLE_METRIC: &str = "strata_cache_undecodable_total";
 
 /// Sliding expiration of [`default_options`]: 30 minutes.
 pub const DEFAULT_SLIDING_EXPIRATION: Duration = Duration::from_secs(30 * 60);
@@ -32,6 +38,13 @@ pub fn default_options() -> EntryOptions {
 }
 
 /// Typed helpers on every [`DistributedCache`], with the [`Json`] codec.
+///
+/// Text shared with .NET services goes through [`get_string`](Self::get_string)
+/// and [`set_string`](Self::set_string), which store raw UTF-8 as .NET's
+/// `GetString`/`SetString` do. The JSON helpers store a string as a JSON
+/// string (`"Ada"` with its quotes): `get_value::<String>` of a .NET string
+/// is a miss, and `set_value` on a key a .NET service reads with `GetString`
+/// overwrites its entry with JSON.
 ///
 /// # Example
 ///
@@ -95,6 +108,65 @@ pub trait DistributedCacheExt: DistributedCache {
         async move { self.set(key, Bytes::from(bytes?), options).await }
     }
 
+    /// Reads the value under `key` as text: .NET's `GetString`.
+    ///
+    /// The stored bytes are the string's UTF-8, nothing else (no JSON quotes),
+    /// so a string a .NET service stored with `SetString` reads back equal, and
+    /// the other way round with [`set_string`](Self::set_string). Bytes that
+    /// are not valid UTF-8 are a miss, logged and counted like bytes that do
+    /// not decode ([`Typed::get_value`]), and left in place; .NET's
+    /// `GetString` would return them with U+FFFD replacement characters.
+    ///
+    /// # Errors
+    ///
+    /// A cache failure; never a decoding failure.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use strata_cache::{DistributedCache, DistributedCacheExt, EntryOptions, MemoryDistributedCache};
+    ///
+    /// let cache = MemoryDistributedCache::new();
+    /// cache.set_string("greeting", "grüß dich", &EntryOptions::new()).await?;
+    /// assert_eq!(cache.get_string("greeting").await?.as_deref(), Some("grüß dich"));
+    /// // The bytes .NET's GetString reads: UTF-8, no JSON.
+    /// assert_eq!(&cache.get("greeting").await?.unwrap()[..], "grüß dich".as_bytes());
+    /// # Ok::<(), strata_cache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    fn get_string(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send {
+        async move {
+            let Some(bytes) = self.get(key).await? else {
+                return Ok(None);
+            };
+            match std::str::from_utf8(&bytes) {
+                Ok(text) => Ok(Some(text.to_owned())),
+                Err(error) => {
+                    undecodable(key, "utf8", &error);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Stores `value` as its UTF-8 bytes with `options`: .NET's `SetString`
+    /// (whose two-argument form stores without expiration, as
+    /// `EntryOptions::new()` does). See [`get_string`](Self::get_string).
+    ///
+    /// # Errors
+    ///
+    /// A cache failure.
+    fn set_string(
+        &self,
+        key: &str,
+        value: &str,
+        options: &EntryOptions,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let bytes = Bytes::copy_from_slice(value.as_bytes());
+        async move { self.set(key, bytes, options).await }
+    }
+
     /// Cache-aside with JSON. See [`Typed::get_or_set`].
     ///
     /// # Errors
@@ -127,6 +199,17 @@ pub trait DistributedCacheExt: DistributedCache {
 
 impl<D: DistributedCache + ?Sized> DistributedCacheExt for D {}
 
+/// Logs and counts cached bytes that do not decode as `codec`.
+fn undecodable(key: &str, codec: &'static str, error: &dyn std::fmt::Display) {
+    tracing::warn!(
+        key,
+        codec,
+        %error,
+        "cached bytes do not decode; treating them as a miss and leaving them in place"
+    );
+    metrics::counter!(UNDECODABLE_METRIC, "codec" => codec).increment(1);
+}
+
 /// A [`DistributedCache`] seen through a [`Codec`].
 #[derive(Debug)]
 pub struct Typed<'a, D: ?Sized, C> {
@@ -142,9 +225,12 @@ impl<'a, D: DistributedCache + ?Sized, C: Codec> Typed<'a, D, C> {
 
     /// Reads and decodes the value under `key`.
     ///
-    /// Bytes that do not decode as `T` (a changed type, a foreign writer) are a
-    /// miss: the entry is removed and a warning is logged, so the next write
-    /// replaces it.
+    /// Bytes that do not decode as `T` (a changed type, another program's
+    /// entry, the other side of a rolling deploy) are a miss: a warning is
+    /// logged and `strata_cache_undecodable_total{codec}` counts it, and the
+    /// bytes stay where they are. Removing them would destroy the entry of
+    /// whoever wrote them, and could remove a valid value written in between;
+    /// the next write of this key replaces them.
     ///
     /// # Errors
     ///
@@ -153,18 +239,15 @@ impl<'a, D: DistributedCache + ?Sized, C: Codec> Typed<'a, D, C> {
         let Some(bytes) = self.cache.get(key).await? else {
             return Ok(None);
         };
-        Ok(self.decode_or_remove(key, &bytes).await)
+        Ok(self.decode_or_miss(key, &bytes))
     }
 
-    /// Decodes cached bytes; bytes that do not decode are a miss, removed.
-    async fn decode_or_remove<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<T> {
+    /// Decodes cached bytes; bytes that do not decode are a miss, left in place.
+    fn decode_or_miss<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<T> {
         match self.codec.decode(bytes) {
             Ok(value) => Some(value),
             Err(error) => {
-                tracing::warn!(key, codec = C::NAME, %error, "cached bytes do not decode; treating as a miss and removing them");
-                if let Err(error) = self.cache.remove(key).await {
-                    tracing::warn!(key, %error, "could not remove undecodable cache entry");
-                }
+                undecodable(key, C::NAME, &error);
                 None
             }
         }
@@ -201,6 +284,11 @@ impl<'a, D: DistributedCache + ?Sized, C: Codec> Typed<'a, D, C> {
     /// removed the key cannot put the old row back. After a failed read there
     /// is no version to check against, and the value is not stored.
     ///
+    /// Bytes that do not decode are a miss (see [`get_value`](Self::get_value)):
+    /// the factory runs, and its value replaces them only if their version is
+    /// still the one read. An entry written by a program that does not version
+    /// its writes (a .NET service) is never replaced by a fill.
+    ///
     /// # Errors
     ///
     /// The factory's error, unchanged; nothing is cached then.
@@ -218,7 +306,7 @@ impl<'a, D: DistributedCache + ?Sized, C: Codec> Typed<'a, D, C> {
         let version = match self.cache.get_versioned(key).await {
             Ok(read) => {
                 if let Some(bytes) = read.value
-                    && let Some(value) = self.decode_or_remove(key, &bytes).await
+                    && let Some(value) = self.decode_or_miss(key, &bytes)
                 {
                     return Ok(value);
                 }
@@ -247,7 +335,8 @@ impl<'a, D: DistributedCache + ?Sized, C: Codec> Typed<'a, D, C> {
             Ok(false) => {
                 tracing::debug!(
                     key,
-                    "the key changed while the factory ran; its value is returned uncached"
+                    "the key changed while the factory ran, or holds an entry this cache \
+                     does not version (another program's); the value is returned uncached"
                 );
             }
             Err(error) => {

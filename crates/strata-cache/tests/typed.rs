@@ -27,6 +27,10 @@ fn product() -> Product {
     }
 }
 
+fn text(s: &'static str) -> strata_cache::Bytes {
+    strata_cache::Bytes::from_static(s.as_bytes())
+}
+
 #[derive(Debug)]
 struct DbDown;
 
@@ -67,22 +71,134 @@ async fn postcard_codec_round_trips() {
     );
 }
 
+/// Strings are stored as .NET's `SetString` stores them: raw UTF-8, no JSON.
 #[tokio::test]
-async fn bytes_that_do_not_decode_are_a_miss_and_are_removed() {
+async fn strings_are_raw_utf8_as_in_dotnet() {
     let cache = MemoryDistributedCache::new();
+    let options = EntryOptions::new();
+    cache.set_string("s", "Grüße 😀", &options).await.unwrap();
+    assert_eq!(cache.get("s").await.unwrap(), Some(text("Grüße 😀")));
+    assert_eq!(
+        cache.get_string("s").await.unwrap().as_deref(),
+        Some("Grüße 😀")
+    );
+    cache.set_string("empty", "", &options).await.unwrap();
+    assert_eq!(
+        cache.get_string("empty").await.unwrap().as_deref(),
+        Some("")
+    );
+    assert_eq!(cache.get_string("missing").await.unwrap(), None);
+    // Not UTF-8: a miss, and the bytes stay.
+    let latin1 = strata_cache::Bytes::from_static(b"Gr\xfc\xdfe");
+    cache.set("latin1", latin1.clone(), &options).await.unwrap();
+    assert_eq!(cache.get_string("latin1").await.unwrap(), None);
+    assert_eq!(cache.get("latin1").await.unwrap(), Some(latin1));
+}
+
+/// Undecodable bytes may be another writer's (a .NET service, the other
+/// version in a rolling deploy): a typed read is a miss and leaves them.
+#[tokio::test]
+async fn bytes_that_do_not_decode_are_a_miss_and_stay() {
+    let cache = MemoryDistributedCache::new();
+    let foreign = strata_cache::Bytes::from_static(b"{not json");
     cache
-        .set(
-            "p",
-            strata_cache::Bytes::from_static(b"{not json"),
-            &EntryOptions::new(),
-        )
+        .set("p", foreign.clone(), &EntryOptions::new())
         .await
         .unwrap();
     assert_eq!(cache.get_value::<Product>("p").await.unwrap(), None);
     assert_eq!(
         cache.get("p").await.unwrap(),
-        None,
-        "undecodable entry was kept"
+        Some(foreign),
+        "a typed read removed bytes it could not decode"
+    );
+}
+
+/// The fill of `get_or_set` replaces undecodable bytes (the caller writes),
+/// but only if nothing wrote the key since its read.
+#[tokio::test]
+async fn get_or_set_replaces_undecodable_bytes_only_if_unchanged() {
+    let cache = MemoryDistributedCache::new();
+    let options = EntryOptions::new();
+    cache.set("p", text("v1 text"), &options).await.unwrap();
+    let filled: u32 = cache
+        .get_or_set("p", &options, || async { Ok::<_, DbDown>(7) })
+        .await
+        .unwrap();
+    assert_eq!(filled, 7);
+    assert_eq!(cache.get_value::<u32>("p").await.unwrap(), Some(7));
+
+    cache.set("q", text("v1 text"), &options).await.unwrap();
+    let loaded: u32 = cache
+        .get_or_set("q", &options, || async {
+            // Another writer replaces the bytes while the factory runs.
+            cache.set("q", text("v2 text"), &options).await.unwrap();
+            Ok::<_, DbDown>(8)
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, 8);
+    assert_eq!(
+        cache.get("q").await.unwrap(),
+        Some(text("v2 text")),
+        "the fill overwrote a write made after its read"
+    );
+}
+
+/// Each undecodable read is logged and counted, by codec.
+#[test]
+fn undecodable_reads_are_counted_by_codec() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let cache = MemoryDistributedCache::new();
+            let options = EntryOptions::new();
+            cache
+                .set(
+                    "bad",
+                    strata_cache::Bytes::from_static(b"\xff\xfe"),
+                    &options,
+                )
+                .await
+                .unwrap();
+            assert_eq!(cache.get_value::<Product>("bad").await.unwrap(), None);
+            let typed = cache.with_codec(Postcard);
+            assert_eq!(typed.get_value::<Product>("bad").await.unwrap(), None);
+            assert_eq!(cache.get_string("bad").await.unwrap(), None);
+            assert_eq!(cache.get_value::<Product>("bad").await.unwrap(), None);
+        });
+    });
+    let mut counts: Vec<(String, u64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "strata_cache_undecodable_total")
+        .map(|(key, _, _, value)| {
+            let codec = key
+                .key()
+                .labels()
+                .find(|l| l.key() == "codec")
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default();
+            let DebugValue::Counter(n) = value else {
+                panic!("not a counter")
+            };
+            (codec, n)
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("json".to_owned(), 2),
+            ("postcard".to_owned(), 1),
+            ("utf8".to_owned(), 1)
+        ]
     );
 }
 

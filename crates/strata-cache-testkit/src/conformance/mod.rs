@@ -1,8 +1,13 @@
 //! The conformance suite: the semantics of [`DistributedCache`] as executable
-//! checks. Every backend runs it with one call, [`run_all`].
+//! checks. Every backend runs it with one call, [`run_all`], and the checks at
+//! capacity with another, [`run_at_capacity`], on a cache small enough to fill;
+//! a backend whose store other programs can write runs [`run_with_foreign`].
 //!
 //! This file holds the checks of the four core operations; `versions` those
-//! of the batch read, the version-checked write and the stamps.
+//! of the batch read, the version-checked write and the stamps; `writes`
+//! those of what writes leave behind (the typed helpers over the backend);
+//! `capacity` those of a full cache; `foreign` those of keys the cache did not
+//! write.
 //!
 //! Expiry checks use short real waits (hundreds of milliseconds), because the
 //! backends under test keep time on their own clocks (Redis does). The margins
@@ -44,9 +49,16 @@ pub async fn run_all<C: DistributedCache + ?Sized>(cache: &C) {
         concurrent_writers_never_tear_values(cache, &k),
     );
     versions::run_all(cache, &k).await;
+    writes::run_all(cache, &k).await;
 }
 
+mod capacity;
+mod foreign;
 mod versions;
+mod writes;
+
+pub use capacity::run_at_capacity;
+pub use foreign::{ForeignWriter, run_with_foreign};
 
 /// Unique key names for one run of the suite.
 pub(crate) struct Keys {

@@ -13,6 +13,7 @@ use super::{Keys, MS, get, set, value};
 pub(super) async fn run_all<C: DistributedCache + ?Sized>(cache: &C, k: &Keys) {
     tokio::join!(
         get_many_reads_each_key_in_order(cache, k),
+        get_many_renews_sliding_entries(cache, k),
         versions_change_with_every_write_and_removal(cache, k),
         a_version_checked_write_lands_only_if_nothing_changed(cache, k),
         a_removal_defeats_an_older_write_back(cache, k),
@@ -107,6 +108,28 @@ async fn get_many_reads_each_key_in_order<C: DistributedCache + ?Sized>(cache: &
         .await
         .expect_err("an empty key in get_many must be rejected");
     assert_eq!(err.kind(), ErrorKind::InvalidKey, "[{CHECK}] {err}");
+}
+
+/// A 1 s sliding entry read only through `get_many`, every 250 ms for
+/// 1.25 s, is still there: the batch read renews it as `get` does.
+async fn get_many_renews_sliding_entries<C: DistributedCache + ?Sized>(cache: &C, k: &Keys) {
+    const CHECK: &str = "get_many_renews_sliding_entries";
+    let key = k.key("many-sliding");
+    let other = k.key("many-sliding-other");
+    let options = EntryOptions::new().with_sliding_expiration(1000 * MS);
+    set(cache, &key, value("slides"), &options, CHECK).await;
+    for i in 0..5 {
+        sleep(250 * MS).await;
+        let values = cache
+            .get_many(&[key.as_str(), other.as_str()])
+            .await
+            .unwrap_or_else(|e| panic!("[{CHECK}] get_many failed: {e}"));
+        assert_eq!(
+            values,
+            vec![Some(value("slides")), None],
+            "[{CHECK}] read {i}: get_many did not renew the entry"
+        );
+    }
 }
 
 async fn versions_change_with_every_write_and_removal<C: DistributedCache + ?Sized>(
