@@ -485,7 +485,7 @@ async fn operations_endpoints() {
         "http_request_duration_seconds_bucket{",
         r#"catalog_cache_lookups_total{entry="products",result="miss"}"#,
         r#"catalog_db_loads_total{entry="products"}"#,
-        r#"strata_hybrid_hits_total{layer="l1"}"#,
+        r#"strata_hybrid_hits_total{layer="l1",cache="catalog"}"#,
         "strata_hybrid_misses_total",
         "strata_hybrid_factory_runs_total",
     ] {

@@ -107,6 +107,7 @@ impl Backend {
             CacheMode::Hybrid => {
                 let l2_timeout = Duration::from_millis(config.redis_timeout_ms.max(1));
                 let mut builder = HybridCache::builder()
+                    .name("catalog")
                     .l1_capacity_bytes(config.l1_capacity_mb.saturating_mul(1024 * 1024))
                     .l2_timeout(l2_timeout);
                 let mut redis = None;

@@ -145,6 +145,20 @@ pub(crate) struct Stats {
     name: SharedString,
 }
 
+/// The counters without a `layer` label.
+const METRIC_NAMES: &[&str] = &[
+    "strata_hybrid_misses_total",
+    "strata_hybrid_factory_runs_total",
+    "strata_hybrid_stale_served_total",
+    "strata_hybrid_l2_errors_total",
+    "strata_backplane_messages_sent_total",
+    "strata_backplane_messages_received_total",
+    "strata_hybrid_corrupt_entries_total",
+    "strata_hybrid_deferred_operations_total",
+    "strata_hybrid_replayed_operations_total",
+    "strata_backplane_gaps_total",
+];
+
 /// Which per-instance counter an event bumps.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Event {
@@ -189,6 +203,18 @@ fn assign_stripe() -> usize {
 
 impl Stats {
     pub(crate) fn new(name: String) -> Self {
+        let label = SharedString::from(name);
+        // Make every series visible at zero to a recorder already installed
+        // (a scrape then shows them before their first event); events still
+        // resolve their metric each time, so a later recorder gets them too.
+        for metric in METRIC_NAMES {
+            metrics::counter!(*metric, "cache" => label.clone()).increment(0);
+        }
+        for layer in ["l1", "l2"] {
+            metrics::counter!("strata_hybrid_hits_total", "layer" => layer, "cache" => label.clone())
+                .increment(0);
+        }
+        metrics::gauge!("strata_hybrid_pending_operations", "cache" => label.clone()).set(0.0);
         Self {
             l1_hits: Box::new(std::array::from_fn(|_| Padded::default())),
             l1_hits_flushed: AtomicU64::new(0),
@@ -203,7 +229,7 @@ impl Stats {
             deferred_operations: AtomicU64::new(0),
             replayed_operations: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
-            name: SharedString::from(name),
+            name: label,
         }
     }
 
