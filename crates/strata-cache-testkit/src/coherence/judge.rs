@@ -290,7 +290,14 @@ fn allowance(w: &WriteRecord, faults: &[Fault], bounds: Bounds) -> (Instant, Dur
     let mut bound = bounds.healthy;
     let mut outage = w.deferred;
     for f in faults {
-        if f.start > w.acked + bounds.healthy || f.end < w.started {
+        // An outage lasts, for an instance, until it has reconnected and its
+        // breaker lets calls through again: a write made in that tail is
+        // made during the outage too.
+        let tail = match f.kind {
+            FaultKind::LostNotices | FaultKind::DatabaseDown => Duration::ZERO,
+            _ => bounds.recovery,
+        };
+        if f.start > w.acked + bounds.healthy || f.end + tail < w.started {
             continue; // does not overlap the write's propagation
         }
         match f.kind {

@@ -16,9 +16,10 @@
 //!
 //! - healthy: 50 ms after the write call returned;
 //! - while notices are lost, or an instance is cut off: the trust window;
-//! - writes made while Redis was unreachable, hung or restarting, or whose
-//!   call returned `Deferred`: the end of the outage plus reconnect time plus
-//!   1 s.
+//! - writes made while Redis was unreachable, hung or restarting (or within
+//!   the recovery bound after: an instance is still reconnecting then), or
+//!   whose call returned `Deferred`: the end of the outage plus reconnect
+//!   time plus 1 s.
 //!
 //! Writes of one key are serialised with their cache call (the checker
 //! holds a lock per key, as an application holds a row lock until it has
