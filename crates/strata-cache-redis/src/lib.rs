@@ -52,6 +52,14 @@
 //! The storage layout, for tools that read or write entries directly, is in
 //! [`layout`].
 //!
+//! # Features
+//!
+//! - `tls` (default): `rediss://` URLs, over rustls with the ring provider.
+//!   Without it a `rediss://` URL is refused with `InvalidOptions`.
+//!
+//! This crate turns on no feature of `strata-cache`: enable `hybrid` there to
+//! use [`HybridCache`] (it is on by default).
+//!
 //! [`DistributedCache`]: strata_cache::DistributedCache
 //! [`Backplane`]: strata_cache::Backplane
 //! [`HybridCache`]: strata_cache::HybridCache

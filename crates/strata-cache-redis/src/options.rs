@@ -123,6 +123,13 @@ impl RedisCacheOptions {
                  a positive duration",
             ));
         }
+        if cfg!(not(feature = "tls")) && self.url.starts_with("rediss://") {
+            return Err(Error::new(
+                ErrorKind::InvalidOptions,
+                "a rediss:// URL needs TLS: enable the `tls` feature of strata-cache-redis \
+                 (on by default)",
+            ));
+        }
         let info = self.url.as_str().into_connection_info().map_err(|e| {
             Error::new(
                 ErrorKind::InvalidOptions,
@@ -139,6 +146,7 @@ impl RedisCacheOptions {
             }
             addr => format!("redis://{addr}/{}", info.redis_settings().db()),
         };
+        #[cfg(feature = "tls")]
         if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
             install_crypto_provider();
         }
@@ -158,6 +166,7 @@ impl RedisCacheOptions {
     }
 }
 
+#[cfg(feature = "tls")]
 /// rustls needs a process-wide crypto provider. We compile in ring only, but
 /// another crate may enable a second one, and then rustls refuses to guess:
 /// install ring unless the application already chose.
@@ -206,11 +215,14 @@ mod tests {
         assert!(info.tcp_settings().nodelay());
         assert_eq!(target, "redis://10.0.0.7:6380/3");
 
-        let (info, target) = RedisCacheOptions::new("rediss://cache.example:6390")
-            .connection_info()
-            .unwrap();
-        assert!(matches!(info.addr(), ConnectionAddr::TcpTls { .. }));
-        assert_eq!(target, "rediss://cache.example:6390/0");
+        let tls = RedisCacheOptions::new("rediss://cache.example:6390").connection_info();
+        if cfg!(feature = "tls") {
+            let (info, target) = tls.unwrap();
+            assert!(matches!(info.addr(), ConnectionAddr::TcpTls { .. }));
+            assert_eq!(target, "rediss://cache.example:6390/0");
+        } else {
+            assert_eq!(tls.unwrap_err().kind(), ErrorKind::InvalidOptions);
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
+#[cfg(any(feature = "json", feature = "postcard"))]
+use crate::error::{Error, ErrorKind};
 
 /// Turns serde types into bytes and back.
 ///
@@ -33,10 +35,12 @@ pub trait Codec: Send + Sync + 'static {
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T>;
 }
 
-/// JSON through `serde_json`: the default codec.
+/// JSON through `serde_json`: the default codec (feature `json`).
+#[cfg(feature = "json")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Json;
 
+#[cfg(feature = "json")]
 impl Codec for Json {
     const ID: u8 = 1;
     const NAME: &'static str = "json";
@@ -50,11 +54,14 @@ impl Codec for Json {
     }
 }
 
-/// The compact binary format of the `postcard` crate. Not self-describing:
-/// a changed struct must change its cache keys (or the envelope version).
+/// The compact binary format of the `postcard` crate (feature `postcard`).
+/// Not self-describing: a changed struct must change its cache keys (or the
+/// envelope version).
+#[cfg(feature = "postcard")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Postcard;
 
+#[cfg(feature = "postcard")]
 impl Codec for Postcard {
     const ID: u8 = 2;
     const NAME: &'static str = "postcard";
@@ -68,6 +75,7 @@ impl Codec for Postcard {
     }
 }
 
+#[cfg(any(feature = "json", feature = "postcard"))]
 fn encode_error(codec: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::new(
         ErrorKind::Serialization,
@@ -76,6 +84,7 @@ fn encode_error(codec: &str, e: impl std::error::Error + Send + Sync + 'static) 
     .with_source(e)
 }
 
+#[cfg(any(feature = "json", feature = "postcard"))]
 fn decode_error<T>(codec: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::new(
         ErrorKind::Serialization,

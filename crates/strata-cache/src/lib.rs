@@ -92,8 +92,20 @@
 //! One [`Error`] type, opaque and cheap to clone, whose [`ErrorKind`] says
 //! what a caller can do: retry (`Unavailable`, `Timeout`), fix the call
 //! (`InvalidOptions`, `InvalidKey`), or handle a failed factory (`Factory`:
-//! the factory's own error is the [`source`](std::error::Error::source), to
-//! downcast to its type).
+//! [`Error::factory_error`] gives the factory's own error back).
+//!
+//! # Features
+//!
+//! All on by default; turn them off (`default-features = false`) to keep
+//! only the byte contract, the memory backend and the typed helpers' codec
+//! plumbing.
+//!
+//! - `hybrid`: [`HybridCache`] (needs `json`, its default codec).
+//! - `json`: the [`Json`] codec and the JSON helpers of
+//!   [`DistributedCacheExt`] (`get_value`, `set_value`, `get_or_set`).
+//! - `postcard`: the [`Postcard`] codec.
+//! - `metrics`: counters through the `metrics` facade (the per-instance
+//!   [`HybridStats`] are kept either way).
 
 // Layout (the modules are private; everything public is re-exported here, so
 // each item has one path):
@@ -114,6 +126,7 @@ mod backplane;
 mod codec;
 mod distributed;
 mod error;
+#[cfg(feature = "hybrid")]
 mod hybrid;
 mod memory;
 mod options;
@@ -122,9 +135,14 @@ mod typed;
 pub use backplane::{
     Backplane, BackplaneEvent, BackplaneMessage, InProcessBackplane, Notice, Subscription,
 };
-pub use codec::{Codec, Json, Postcard};
+pub use codec::Codec;
+#[cfg(feature = "json")]
+pub use codec::Json;
+#[cfg(feature = "postcard")]
+pub use codec::Postcard;
 pub use distributed::{DistributedCache, TOMBSTONE_TTL, Version, Versioned, validate_key};
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "hybrid")]
 pub use hybrid::{
     DEFAULT_EXPIRATION, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_L1_CAPACITY_BYTES, DEFAULT_L2_TIMEOUT,
     DEFAULT_MAX_KEY_LENGTH, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TRUST_WINDOW, FactoryContext,
@@ -145,6 +163,6 @@ pub use async_trait::async_trait;
 pub use bytes::Bytes;
 
 // The crate's README, its crates.io page, compiles as a doctest.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "hybrid"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -15,13 +15,16 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{Codec, Json};
+use crate::codec::Codec;
+#[cfg(feature = "json")]
+use crate::codec::Json;
 use crate::distributed::DistributedCache;
 use crate::error::Result;
 use crate::options::EntryOptions;
 
 /// The counter of cached bytes that did not decode, labelled by `codec`
 /// (a [`Codec::NAME`], or `utf8` for [`get_string`](DistributedCacheExt::get_string)).
+#[cfg(feature = "metrics")]
 const UNDECODABLE_METRIC: &str = "strata_cache_undecodable_total";
 
 /// Sliding expiration of [`default_options`]: 30 minutes.
@@ -67,6 +70,7 @@ pub fn default_options() -> EntryOptions {
 /// # }
 /// ```
 pub trait DistributedCacheExt: DistributedCache {
+    #[cfg(feature = "json")]
     /// Reads and decodes the value under `key`. See [`Typed::get_value`].
     ///
     /// # Errors
@@ -79,6 +83,7 @@ pub trait DistributedCacheExt: DistributedCache {
         async move { Typed::new(self, Json).get_value(key).await }
     }
 
+    #[cfg(feature = "json")]
     /// Encodes and stores `value` with [`default_options`]. See [`Typed::set_value`].
     ///
     /// # Errors
@@ -93,6 +98,7 @@ pub trait DistributedCacheExt: DistributedCache {
         async move { self.set(key, Bytes::from(bytes?), &default_options()).await }
     }
 
+    #[cfg(feature = "json")]
     /// Encodes and stores `value` with `options`. See [`Typed::set_value`].
     ///
     /// # Errors
@@ -167,6 +173,7 @@ pub trait DistributedCacheExt: DistributedCache {
         async move { self.set(key, bytes, options).await }
     }
 
+    #[cfg(feature = "json")]
     /// Cache-aside with JSON. See [`Typed::get_or_set`].
     ///
     /// # Errors
@@ -207,6 +214,7 @@ fn undecodable(key: &str, codec: &'static str, error: &dyn std::fmt::Display) {
         %error,
         "cached bytes do not decode; treating them as a miss and leaving them in place"
     );
+    #[cfg(feature = "metrics")]
     metrics::counter!(UNDECODABLE_METRIC, "codec" => codec).increment(1);
 }
 

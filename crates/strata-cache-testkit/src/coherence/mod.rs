@@ -100,6 +100,9 @@ pub struct Config {
     pub writers: usize,
     /// How long readers and writers run.
     pub duration: Duration,
+    /// Pause of a reader between two reads: readers are not meant to starve
+    /// Redis and the instances' tasks of CPU.
+    pub read_pause: Duration,
     /// Pause of a writer between two writes.
     pub write_pause: Duration,
     /// Share of reads and writes whose caller gives up after a random short
@@ -120,6 +123,7 @@ impl Default for Config {
             readers: 4,
             writers: 2,
             duration: Duration::from_secs(20),
+            read_pause: Duration::from_millis(1),
             write_pause: Duration::from_millis(20),
             cancel_ratio: 0.02,
             burst_ratio: 0.05,
@@ -211,7 +215,7 @@ pub async fn run_workload<S: Subject>(subject: Arc<S>, config: &Config, history:
                     if let Some(version) = version {
                         history.read(i, key, started, Instant::now(), version);
                     }
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(config.read_pause).await;
                 }
             }));
         }

@@ -219,6 +219,7 @@ impl HybridCacheBuilder {
         self
     }
 
+    #[cfg(feature = "postcard")]
     /// Encode L2 payloads with [`Postcard`](crate::Postcard): compact and
     /// faster. Entries written with either codec stay readable.
     pub fn postcard(mut self) -> Self {

@@ -5,13 +5,16 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{Codec, Json, Postcard};
+#[cfg(feature = "postcard")]
+use crate::codec::Postcard;
+use crate::codec::{Codec, Json};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The codec choice of one cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CodecChoice {
     Json,
+    #[cfg(feature = "postcard")]
     Postcard,
 }
 
@@ -20,6 +23,7 @@ impl CodecChoice {
     pub(crate) fn id(self) -> u8 {
         match self {
             CodecChoice::Json => Json::ID,
+            #[cfg(feature = "postcard")]
             CodecChoice::Postcard => Postcard::ID,
         }
     }
@@ -28,6 +32,7 @@ impl CodecChoice {
     pub(crate) fn from_id(id: u8) -> Option<Self> {
         match id {
             Json::ID => Some(CodecChoice::Json),
+            #[cfg(feature = "postcard")]
             Postcard::ID => Some(CodecChoice::Postcard),
             _ => None,
         }
@@ -36,6 +41,7 @@ impl CodecChoice {
     pub(crate) fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>> {
         match self {
             CodecChoice::Json => Json.encode(value),
+            #[cfg(feature = "postcard")]
             CodecChoice::Postcard => Postcard.encode(value),
         }
     }
@@ -43,6 +49,7 @@ impl CodecChoice {
     pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
         match self {
             CodecChoice::Json => Json.decode(bytes),
+            #[cfg(feature = "postcard")]
             CodecChoice::Postcard => Postcard.decode(bytes),
         }
     }

@@ -20,8 +20,6 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use metrics::SharedString;
-
 /// Slots of the L1 hit counter.
 const STRIPES: usize = 64;
 /// How often the L1 hit counter is added to the `metrics` counter.
@@ -142,10 +140,12 @@ pub(crate) struct Stats {
     replayed_operations: AtomicU64,
     gaps: AtomicU64,
     /// The `cache` label of every metric.
-    name: SharedString,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    name: String,
 }
 
 /// The counters without a `layer` label.
+#[cfg(feature = "metrics")]
 const METRIC_NAMES: &[&str] = &[
     "strata_hybrid_misses_total",
     "strata_hybrid_factory_runs_total",
@@ -203,18 +203,20 @@ fn assign_stripe() -> usize {
 
 impl Stats {
     pub(crate) fn new(name: String) -> Self {
-        let label = SharedString::from(name);
         // Make every series visible at zero to a recorder already installed
         // (a scrape then shows them before their first event); events still
         // resolve their metric each time, so a later recorder gets them too.
-        for metric in METRIC_NAMES {
-            metrics::counter!(*metric, "cache" => label.clone()).increment(0);
+        #[cfg(feature = "metrics")]
+        {
+            for metric in METRIC_NAMES {
+                metrics::counter!(*metric, "cache" => name.clone()).increment(0);
+            }
+            for layer in ["l1", "l2"] {
+                metrics::counter!("strata_hybrid_hits_total", "layer" => layer, "cache" => name.clone())
+                    .increment(0);
+            }
+            metrics::gauge!("strata_hybrid_pending_operations", "cache" => name.clone()).set(0.0);
         }
-        for layer in ["l1", "l2"] {
-            metrics::counter!("strata_hybrid_hits_total", "layer" => layer, "cache" => label.clone())
-                .increment(0);
-        }
-        metrics::gauge!("strata_hybrid_pending_operations", "cache" => label.clone()).set(0.0);
         Self {
             l1_hits: Box::new(std::array::from_fn(|_| Padded::default())),
             l1_hits_flushed: AtomicU64::new(0),
@@ -229,7 +231,7 @@ impl Stats {
             deferred_operations: AtomicU64::new(0),
             replayed_operations: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
-            name: label,
+            name,
         }
     }
 
@@ -245,6 +247,9 @@ impl Stats {
     pub(crate) fn flush_metrics(&self) {
         let total = self.l1_hits_total();
         let flushed = self.l1_hits_flushed.swap(total, Ordering::Relaxed);
+        #[cfg(not(feature = "metrics"))]
+        let _ = flushed;
+        #[cfg(feature = "metrics")]
         if total > flushed {
             metrics::counter!("strata_hybrid_hits_total", "layer" => "l1", "cache" => self.name.clone())
                 .increment(total - flushed);
@@ -282,16 +287,24 @@ impl Stats {
             Event::Gap => (&self.gaps, "strata_backplane_gaps_total"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let name = self.name.clone();
-        if matches!(event, Event::L2Hit) {
-            metrics::counter!(metric, "layer" => "l2", "cache" => name).increment(1);
-        } else {
-            metrics::counter!(metric, "cache" => name).increment(1);
+        #[cfg(feature = "metrics")]
+        {
+            let name = self.name.clone();
+            if matches!(event, Event::L2Hit) {
+                metrics::counter!(metric, "layer" => "l2", "cache" => name).increment(1);
+            } else {
+                metrics::counter!(metric, "cache" => name).increment(1);
+            }
         }
+        #[cfg(not(feature = "metrics"))]
+        let _ = metric;
     }
 
     /// Sets the gauge of operations waiting for L2 or the backplane.
     pub(crate) fn set_pending(&self, pending: usize) {
+        #[cfg(not(feature = "metrics"))]
+        let _ = pending;
+        #[cfg(feature = "metrics")]
         #[allow(clippy::cast_precision_loss)] // a count far below 2^52
         metrics::gauge!("strata_hybrid_pending_operations", "cache" => self.name.clone())
             .set(pending as f64);
@@ -324,7 +337,7 @@ impl Drop for Stats {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "metrics"))]
 mod tests {
     use std::sync::Arc;
 
