@@ -128,8 +128,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let redis = RedisCacheOptions::new(url).with_instance_name("example:");
     let cache = HybridCache::builder()
-        .distributed(Arc::new(RedisCache::new(redis.clone())?))
-        .backplane(Arc::new(RedisBackplane::new(&redis)?))
+        .distributed(RedisCache::new(&redis)?)
+        .backplane(RedisBackplane::new(&redis)?)
         .build();
     let db = Arc::new(Database::default());
     db.products

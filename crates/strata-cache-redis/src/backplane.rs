@@ -39,7 +39,7 @@ const CHANNEL_SUFFIX: &str = "strata:backplane";
 /// use strata_cache::{Backplane, BackplaneMessage, Notice};
 /// use strata_cache_redis::{RedisBackplane, RedisCacheOptions};
 ///
-/// let backplane = RedisBackplane::new(&RedisCacheOptions::new("redis://127.0.0.1/"))?;
+/// let backplane = RedisBackplane::new(RedisCacheOptions::new("redis://127.0.0.1/"))?;
 /// let mut events = backplane.subscribe();
 /// let notice = Notice::new("instance-a", 1, BackplaneMessage::Evict { key: "k".into() });
 /// backplane.publish(&notice).await?;
@@ -71,6 +71,8 @@ impl std::fmt::Debug for RedisBackplane {
 impl RedisBackplane {
     /// Creates the backplane for the Redis of `options` (URL, instance name,
     /// timeouts) and starts connecting and subscribing in the background.
+    /// Takes the options by value or by reference, as
+    /// [`RedisCache::new`](crate::RedisCache::new) does.
     ///
     /// # Errors
     ///
@@ -78,7 +80,8 @@ impl RedisBackplane {
     /// URL that does not parse or a zero timeout;
     /// [`ErrorKind::Backend`](strata_cache::ErrorKind::Backend) outside a Tokio
     /// runtime. Never because Redis is down.
-    pub fn new(options: &RedisCacheOptions) -> Result<Self> {
+    pub fn new(options: impl AsRef<RedisCacheOptions>) -> Result<Self> {
+        let options = options.as_ref();
         let (info, target) = options.connection_info()?;
         let channel = format!("{}{CHANNEL_SUFFIX}", options.instance_name());
         let events = broadcast::channel(CAPACITY).0;

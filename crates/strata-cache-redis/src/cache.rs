@@ -81,14 +81,17 @@ impl std::fmt::Debug for RedisCache {
 }
 
 impl RedisCache {
-    /// Creates the cache and starts connecting in the background.
+    /// Creates the cache and starts connecting in the background. Takes the
+    /// options by value or by reference, as [`RedisBackplane::new`](crate::RedisBackplane::new)
+    /// does: one options value usually builds both.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidOptions`] for a URL that does not parse or a zero
     /// timeout; [`ErrorKind::Backend`] when called outside a Tokio runtime.
     /// Never because Redis is down.
-    pub fn new(options: RedisCacheOptions) -> Result<Self> {
+    pub fn new(options: impl AsRef<RedisCacheOptions>) -> Result<Self> {
+        let options = options.as_ref().clone();
         let (info, target) = options.connection_info()?;
         let link = Link::start(
             info,

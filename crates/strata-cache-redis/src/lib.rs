@@ -29,21 +29,20 @@
 //!
 //! ```no_run
 //! # async fn demo() -> strata_cache::Result<()> {
-//! use std::sync::Arc;
 //! use strata_cache::{DistributedCacheExt, HybridCache};
 //! use strata_cache_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
 //!
 //! let options = RedisCacheOptions::new("redis://127.0.0.1:6379/0").with_instance_name("catalog:");
 //!
 //! // The byte-level cache, with the typed helpers.
-//! let redis = RedisCache::new(options.clone())?;
+//! let redis = RedisCache::new(&options)?;
 //! redis.set_value("greeting", "hello").await?;
 //! let greeting: Option<String> = redis.get_value("greeting").await?;
 //!
 //! // The two-level cache over it.
 //! let hybrid = HybridCache::builder()
-//!     .distributed(Arc::new(redis))
-//!     .backplane(Arc::new(RedisBackplane::new(&options)?))
+//!     .distributed(redis)
+//!     .backplane(RedisBackplane::new(&options)?)
 //!     .build();
 //! # Ok(())
 //! # }

@@ -177,6 +177,15 @@ fn install_crypto_provider() {
     }
 }
 
+/// Lets [`RedisCache::new`](crate::RedisCache::new) and
+/// [`RedisBackplane::new`](crate::RedisBackplane::new) take options by value
+/// or by reference.
+impl AsRef<RedisCacheOptions> for RedisCacheOptions {
+    fn as_ref(&self) -> &RedisCacheOptions {
+        self
+    }
+}
+
 impl fmt::Debug for RedisCacheOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisCacheOptions")

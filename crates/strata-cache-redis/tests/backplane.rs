@@ -14,7 +14,7 @@ const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn backplane(server: &RedisServer, instance_name: &str) -> RedisBackplane {
     RedisBackplane::new(
-        &RedisCacheOptions::new(server.url())
+        RedisCacheOptions::new(server.url())
             .with_instance_name(instance_name)
             .with_operation_timeout(OPERATION_TIMEOUT),
     )

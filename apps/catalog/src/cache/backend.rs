@@ -113,11 +113,9 @@ impl Backend {
                 let mut redis = None;
                 if let Some(url) = &config.redis_url {
                     let options = redis_options(config, url);
-                    let l2 = RedisCache::new(options.clone()).map_err(CacheError::Redis)?;
+                    let l2 = RedisCache::new(&options).map_err(CacheError::Redis)?;
                     let backplane = RedisBackplane::new(&options).map_err(CacheError::Redis)?;
-                    builder = builder
-                        .distributed(Arc::new(l2.clone()))
-                        .backplane(Arc::new(backplane));
+                    builder = builder.distributed(l2.clone()).backplane(backplane);
                     redis = Some(l2);
                 }
                 Backend::Hybrid {

@@ -214,6 +214,16 @@ impl HybridCacheBuilder {
     }
 
     /// Encode L2 payloads with [`Json`](crate::Json) (the default).
+    ///
+    /// HybridCache writes with one of the two codecs it knows, JSON or
+    /// Postcard, chosen here: an L2 entry names its codec by a number, so
+    /// instances configured differently still read each other's entries, and
+    /// a [`Codec`](crate::Codec) of your own cannot be plugged in (its
+    /// entries would be unreadable to instances without it). For another
+    /// format, encode the value yourself and use the raw-bytes operations
+    /// ([`get_or_create_bytes`](HybridCache::get_or_create_bytes),
+    /// [`set_bytes`](HybridCache::set_bytes)): the bytes are stored and
+    /// served as they are.
     pub fn json(mut self) -> Self {
         self.codec = CodecChoice::Json;
         self
