@@ -169,7 +169,7 @@ impl Backplane for RedisBackplane {
         let channel = &self.inner.channel;
         self.inner
             .link
-            .run(|mut conn| async move {
+            .run("publish", |mut conn| async move {
                 redis::cmd("PUBLISH")
                     .arg(channel)
                     .arg(bytes)

@@ -133,7 +133,9 @@ impl RedisCache {
     pub async fn ping(&self) -> Result<()> {
         self.inner
             .link
-            .run(|mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
+            .run("ping", |mut conn| async move {
+                redis::cmd("PING").query_async::<()>(&mut conn).await
+            })
             .await
     }
 
@@ -186,7 +188,9 @@ impl DistributedCache for RedisCache {
         let script = &self.inner.refresh_script;
         self.inner
             .link
-            .run(|mut conn| async move { eval_sha::<()>(&mut conn, script, &cmd).await })
+            .run("refresh", |mut conn| async move {
+                eval_sha::<()>(&mut conn, script, &cmd).await
+            })
             .await
     }
 
@@ -235,7 +239,9 @@ impl DistributedCache for RedisCache {
         let stamp: String = self
             .inner
             .link
-            .run(|mut conn| async move { eval_sha(&mut conn, script, &cmd).await })
+            .run("next_stamp", |mut conn| async move {
+                eval_sha(&mut conn, script, &cmd).await
+            })
             .await?;
         stamp.parse().map_err(|_| {
             Error::new(

@@ -24,6 +24,7 @@ use redis::{AsyncConnectionConfig, Client, ConnectionInfo, PushInfo, PushKind, R
 use strata_cache::{Error, ErrorKind, Result};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::error;
 
@@ -71,6 +72,8 @@ struct Shared {
     /// Wakes the task after `lost_generation` changed.
     lost: Notify,
     target: String,
+    /// `host:port` of the server, for spans.
+    address: String,
     operation_timeout: Duration,
 }
 
@@ -129,6 +132,7 @@ impl Link {
             state: watch::Sender::new(State::Connecting),
             lost_generation: AtomicU64::new(0),
             lost: Notify::new(),
+            address: address_of(&target),
             target,
             operation_timeout,
         });
@@ -156,7 +160,28 @@ impl Link {
     /// (waiting for a first connection included).
     ///
     /// A dropped-connection error makes the task reconnect at once.
-    pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    pub(crate) async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        // One span per cache operation, with OpenTelemetry's database
+        // attributes; never a key or a value.
+        let span = tracing::info_span!(
+            "strata.redis",
+            db.system.name = "redis",
+            db.operation.name = operation,
+            server.address = %self.shared.address,
+            error.type = tracing::field::Empty,
+        );
+        let result = self.run_in(op).instrument(span.clone()).await;
+        if let Err(error) = &result {
+            span.record("error.type", error.kind().as_str());
+        }
+        result
+    }
+
+    async fn run_in<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -198,6 +223,12 @@ impl Link {
             State::Connecting => None,
         }
     }
+}
+
+/// `host:port` of a target written `redis://host:port/db`.
+fn address_of(target: &str) -> String {
+    let rest = target.split_once("://").map_or(target, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 /// The background task: connect, wait for the loss, reconnect, forever.

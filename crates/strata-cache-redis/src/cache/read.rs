@@ -120,7 +120,7 @@ impl RedisCache {
         let (read, renewed) = self
             .inner
             .link
-            .run(|mut conn| async move {
+            .run("get", |mut conn| async move {
                 let (read, renewed) = if version {
                     let (fields, renewed) = query::<VersionedFields>(&mut conn, &pipe).await?;
                     let read = fields.map(|(a, s, d, v)| interpret(a, s, d, Some(v), now));
@@ -167,7 +167,7 @@ impl RedisCache {
         let answers = self
             .inner
             .link
-            .run(|mut conn| async move {
+            .run("get_many", |mut conn| async move {
                 let answers = pipe
                     .query_async::<Vec<RedisResult<Fields>>>(&mut conn)
                     .await?;
@@ -215,7 +215,9 @@ impl RedisCache {
             let now = ticks_of(SystemTime::now());
             let renewed = inner
                 .link
-                .run(|mut conn| async move { renew(&mut conn, script, &keys, now).await })
+                .run("refresh", |mut conn| async move {
+                    renew(&mut conn, script, &keys, now).await
+                })
                 .await;
             if let Err(error) = renewed {
                 tracing::debug!(%error, "could not renew sliding entries after a read");

@@ -64,7 +64,7 @@ impl RedisCache {
         }
         self.inner
             .link
-            .run(|mut conn| async move {
+            .run("set", |mut conn| async move {
                 let result = pipe.query_async::<()>(&mut conn).await;
                 if let Err(error) = &result
                     && refused_by_server(error)
@@ -86,7 +86,9 @@ impl RedisCache {
         let pipe = tombstone(&key);
         self.inner
             .link
-            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .run("remove", |mut conn| async move {
+                pipe.query_async::<()>(&mut conn).await
+            })
             .await
     }
 
@@ -126,7 +128,9 @@ impl RedisCache {
                 if let Err(removal) = self
                     .inner
                     .link
-                    .run(|mut conn| async move { eval_sha::<bool>(&mut conn, script, &cmd).await })
+                    .run("set_if_version", |mut conn| async move {
+                        eval_sha::<bool>(&mut conn, script, &cmd).await
+                    })
                     .await
                 {
                     warn_not_removed(&key, &removal);
@@ -149,7 +153,9 @@ impl RedisCache {
         );
         self.inner
             .link
-            .run(|mut conn| async move { eval_sha::<bool>(&mut conn, script, &cmd).await })
+            .run("set_if_version", |mut conn| async move {
+                eval_sha::<bool>(&mut conn, script, &cmd).await
+            })
             .await
     }
 
@@ -162,7 +168,9 @@ impl RedisCache {
         if let Err(removal) = self
             .inner
             .link
-            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .run("remove", |mut conn| async move {
+                pipe.query_async::<()>(&mut conn).await
+            })
             .await
         {
             warn_not_removed(key, &removal);
