@@ -527,12 +527,45 @@ async fn operations_endpoints() {
             .unwrap()
             .starts_with("text/html")
     );
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
     let html = response.text().await.unwrap();
-    assert!(html.contains("/openapi.json"));
     assert!(
-        !html.contains("https://"),
+        !html.contains("https://") && !html.contains("http://"),
         "the docs page loads nothing from outside"
     );
+    assert!(
+        !html.contains("<script>"),
+        "no inline script, so the policy can forbid them"
+    );
+
+    // Every file the page names is served from the binary.
+    for (asset, content_type, at_least) in [
+        ("docs/swagger-ui.css", "text/css", 100_000),
+        ("docs/swagger-ui-bundle.js", "text/javascript", 1_000_000),
+        ("docs/init.js", "text/javascript", 100),
+    ] {
+        assert!(html.contains(&format!("\"{asset}\"")), "{asset}");
+        let response = app.get(&format!("/{asset}")).await;
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{asset}"
+        );
+        let body = response.bytes().await.unwrap();
+        assert!(body.len() >= at_least, "{asset}: {} bytes", body.len());
+        if asset == "docs/init.js" {
+            let init = String::from_utf8(body.to_vec()).unwrap();
+            assert!(init.contains("url: \"openapi.json\""), "{init}");
+            assert!(init.contains("validatorUrl: null"), "{init}");
+        }
+    }
 }
 
 /// Pages come from the cached list without a pass over it: the list is
