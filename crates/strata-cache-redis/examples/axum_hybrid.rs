@@ -14,7 +14,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -24,7 +23,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use strata_cache::{ErrorKind, HybridCache, HybridEntryOptions};
+use strata_cache::{HybridCache, HybridEntryOptions};
 use strata_cache_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,13 +89,10 @@ async fn get_product(
         .await;
     match found {
         Ok(product) => Ok(Json(product)),
-        // The factory failed: its own error is the source. Nothing is cached,
-        // so the next request asks the database again.
-        Err(error) if error.kind() == ErrorKind::Factory => {
-            match error.source().and_then(|e| e.downcast_ref::<LoadError>()) {
-                Some(LoadError::NotFound(_)) => Err(StatusCode::NOT_FOUND),
-                None => Err(StatusCode::INTERNAL_SERVER_ERROR),
-            }
+        // The factory failed: its own error comes back typed. Nothing is
+        // cached, so the next request asks the database again.
+        Err(error) if matches!(error.factory_error(), Some(LoadError::NotFound(_))) => {
+            Err(StatusCode::NOT_FOUND)
         }
         Err(error) => {
             eprintln!("product {id}: {error}");
