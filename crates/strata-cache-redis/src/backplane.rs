@@ -9,13 +9,14 @@
 //! on the channel is logged at warn and skipped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use redis::{PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, RedisResult, Value};
 use strata_cache::{Backplane, BackplaneEvent, Notice, Result, Subscription};
 use tokio::sync::broadcast;
 
-use crate::link::{Link, OnConnect, OnPush};
+use crate::link::{Conn, Link, OnConnect, OnPush};
 use crate::options::RedisCacheOptions;
 
 /// Capacity of the channel between the connection and the subscribers; a
@@ -56,6 +57,8 @@ struct Inner {
     link: Link,
     channel: String,
     events: broadcast::Sender<BackplaneEvent>,
+    /// True when the channel is a shard channel (`SPUBLISH`).
+    sharded: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisBackplane {
@@ -82,17 +85,20 @@ impl RedisBackplane {
     /// runtime. Never because Redis is down.
     pub fn new(options: impl AsRef<RedisCacheOptions>) -> Result<Self> {
         let options = options.as_ref();
-        let (info, target) = options.connection_info()?;
+        let (endpoint, target) = options.endpoint()?;
         let channel = format!("{}{CHANNEL_SUFFIX}", options.instance_name());
         let events = broadcast::channel(CAPACITY).0;
+        let sharded = Arc::new(AtomicBool::new(false));
         let on_connect: OnConnect = {
             let channel = channel.clone();
             let events = events.clone();
-            Arc::new(move |mut conn, reconnect| {
+            let sharded = Arc::clone(&sharded);
+            Arc::new(move |conn, reconnect| {
                 let channel = channel.clone();
                 let events = events.clone();
+                let sharded = Arc::clone(&sharded);
                 Box::pin(async move {
-                    conn.subscribe(&channel).await?;
+                    sharded.store(subscribe(conn, &channel).await?, Ordering::Release);
                     if reconnect {
                         // No subscriber is not an error.
                         let _ = events.send(BackplaneEvent::Gap);
@@ -102,12 +108,15 @@ impl RedisBackplane {
             })
         };
         let on_push: OnPush = {
-            let channel = channel.clone();
-            let events = events.clone();
-            Arc::new(move |push| deliver(&channel, &events, push))
+            let listener = Listener {
+                channel: channel.clone(),
+                events: events.clone(),
+                confirmations: AtomicU64::new(0),
+            };
+            Arc::new(move |push| listener.deliver(push))
         };
         let link = Link::start(
-            info,
+            endpoint,
             target,
             options.connect_timeout(),
             options.operation_timeout(),
@@ -119,6 +128,7 @@ impl RedisBackplane {
                 link,
                 channel,
                 events,
+                sharded,
             }),
         })
     }
@@ -134,30 +144,76 @@ impl RedisBackplane {
     }
 }
 
-/// Turns one push of the connection into an event; skips foreign messages.
-fn deliver(channel: &str, events: &broadcast::Sender<BackplaneEvent>, push: PushInfo) {
-    if push.kind != PushKind::Message {
-        return; // subscribe confirmations and the like
+/// Subscribes `conn` to `channel`: sharded (`SSUBSCRIBE`) on a cluster
+/// whose servers know it (Redis 7 and later), so that a notice travels only
+/// to the nodes of the channel's shard; plain `SUBSCRIBE` otherwise. Returns
+/// whether the subscription is sharded.
+async fn subscribe(conn: Conn, channel: &str) -> RedisResult<bool> {
+    match conn {
+        Conn::Single(mut conn) => conn.subscribe(channel).await.map(|()| false),
+        Conn::Cluster(mut conn) => match conn.ssubscribe(channel).await {
+            Ok(()) => Ok(true),
+            // An unknown command: a server older than Redis 7.
+            Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                tracing::info!(channel, error = %e, "no sharded pub/sub on this cluster; the backplane uses plain pub/sub");
+                conn.subscribe(channel).await.map(|()| false)
+            }
+            Err(e) => Err(e),
+        },
     }
-    let [from, payload] = push.data.as_slice() else {
-        tracing::warn!(?push, "malformed pub/sub push from Redis; skipped");
-        return;
-    };
-    if !matches!(from, Value::BulkString(name) if name.as_slice() == channel.as_bytes()) {
-        return;
-    }
-    let Value::BulkString(bytes) = payload else {
-        tracing::warn!(
-            channel,
-            "non-binary message on the backplane channel; skipped"
-        );
-        return;
-    };
-    match Notice::from_bytes(bytes) {
-        // No subscriber is not an error.
-        Ok(notice) => drop(events.send(BackplaneEvent::Notice(notice))),
-        Err(error) => {
-            tracing::warn!(channel, %error, len = bytes.len(), "malformed message on the backplane channel; skipped");
+}
+
+/// Turns the pushes of the connection into events.
+struct Listener {
+    channel: String,
+    events: broadcast::Sender<BackplaneEvent>,
+    /// Subscription confirmations seen for the channel: on a cluster, every
+    /// one after the first is a resubscription after a lost node or a moved
+    /// slot, and notices may have been missed in between.
+    confirmations: AtomicU64,
+}
+
+impl Listener {
+    fn deliver(&self, push: PushInfo) {
+        let channel = self.channel.as_str();
+        let events = &self.events;
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {}
+            // A cluster connection lost a node, or the channel's slot moved:
+            // notices may be lost until the cluster connection subscribes
+            // again, which it does by itself.
+            PushKind::Disconnection | PushKind::SUnsubscribe => {
+                let _ = events.send(BackplaneEvent::Gap);
+                return;
+            }
+            PushKind::SSubscribe => {
+                if self.confirmations.fetch_add(1, Ordering::AcqRel) > 0 {
+                    let _ = events.send(BackplaneEvent::Gap);
+                }
+                return;
+            }
+            _ => return, // other confirmations and the like
+        }
+        let [from, payload] = push.data.as_slice() else {
+            tracing::warn!(?push, "malformed pub/sub push from Redis; skipped");
+            return;
+        };
+        if !matches!(from, Value::BulkString(name) if name.as_slice() == channel.as_bytes()) {
+            return;
+        }
+        let Value::BulkString(bytes) = payload else {
+            tracing::warn!(
+                channel,
+                "non-binary message on the backplane channel; skipped"
+            );
+            return;
+        };
+        match Notice::from_bytes(bytes) {
+            // No subscriber is not an error.
+            Ok(notice) => drop(events.send(BackplaneEvent::Notice(notice))),
+            Err(error) => {
+                tracing::warn!(channel, %error, len = bytes.len(), "malformed message on the backplane channel; skipped");
+            }
         }
     }
 }
@@ -167,10 +223,12 @@ impl Backplane for RedisBackplane {
     async fn publish(&self, notice: &Notice) -> Result<()> {
         let bytes = notice.to_bytes();
         let channel = &self.inner.channel;
+        let sharded = self.inner.sharded.load(Ordering::Acquire);
         self.inner
             .link
             .run("publish", |mut conn| async move {
-                redis::cmd("PUBLISH")
+                let publish = if sharded { "SPUBLISH" } else { "PUBLISH" };
+                redis::cmd(publish)
                     .arg(channel)
                     .arg(bytes)
                     .query_async::<()>(&mut conn)
@@ -202,6 +260,13 @@ mod tests {
     #[test]
     fn delivers_notices_and_skips_everything_else() {
         let (events, mut rx) = broadcast::channel(16);
+        let listener = Listener {
+            channel: "ch".to_owned(),
+            events,
+            confirmations: AtomicU64::new(0),
+        };
+        let deliver = |_: &str, _: &broadcast::Sender<BackplaneEvent>, push| listener.deliver(push);
+        let events = listener.events.clone();
         let notice = Notice::new("a", 1, BackplaneMessage::Evict { key: "k".into() });
         deliver("ch", &events, push(PushKind::Message, "ch", b"garbage"));
         deliver(

@@ -15,9 +15,9 @@ mod write;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::link::Conn;
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue, RedisResult, Script, ServerErrorKind};
 use strata_cache::{
     DistributedCache, EntryOptions, Error, ErrorKind, Result, Version, Versioned, validate_key,
@@ -92,7 +92,7 @@ impl RedisCache {
     /// Never because Redis is down.
     pub fn new(options: impl AsRef<RedisCacheOptions>) -> Result<Self> {
         let options = options.as_ref().clone();
-        let (info, target) = options.connection_info()?;
+        let (info, target) = options.endpoint()?;
         let link = Link::start(
             info,
             target,
@@ -153,7 +153,7 @@ impl RedisCache {
 /// Runs `cmd` (an `EVALSHA` of `script`), loading the script first when the
 /// server does not know it (a fresh or restarted Redis), then runs it again.
 async fn eval_sha<T: FromRedisValue>(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     script: &Script,
     cmd: &Cmd,
 ) -> RedisResult<T> {

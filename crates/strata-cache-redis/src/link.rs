@@ -15,18 +15,25 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionInfo, PushInfo, PushKind, RedisResult};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, Pipeline, PushInfo, PushKind, RedisFuture,
+    RedisResult, ServerErrorKind, Value,
+};
 use strata_cache::{Error, ErrorKind, Result};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::error;
+use crate::options::Endpoint;
 
 /// First pause after a failed connection attempt.
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
@@ -41,11 +48,58 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Runs on every new connection before callers get it (the backplane
 /// subscribes here). `reconnect` is false only for a first attempt that
 /// succeeded at once: then nothing can have been missed.
-pub(crate) type OnConnect =
-    Arc<dyn Fn(MultiplexedConnection, bool) -> BoxFuture<RedisResult<()>> + Send + Sync>;
+pub(crate) type OnConnect = Arc<dyn Fn(Conn, bool) -> BoxFuture<RedisResult<()>> + Send + Sync>;
 
-/// Receives the server's pushes (pub/sub messages) of every connection.
+/// Receives the server's pushes (pub/sub messages) of every connection; on a
+/// cluster, also the loss of a node's connection (`PushKind::Disconnection`),
+/// which the cluster connection repairs by itself.
 pub(crate) type OnPush = Arc<dyn Fn(PushInfo) + Send + Sync>;
+
+/// A connection to the deployment: one server (single or the sentinels'
+/// master), or a cluster connection that routes each command to the node
+/// owning its key's slot, follows MOVED and ASK redirections, refreshes the
+/// slot map when it changes and reconnects to nodes on its own.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// True on a cluster, where a pipeline's or script's keys must share one
+    /// slot.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
 
 /// What callers see of the connection.
 #[derive(Clone)]
@@ -54,10 +108,7 @@ enum State {
     /// wait for it, within their timeout.
     Connecting,
     /// Connected; `generation` tells this connection from later ones.
-    Up {
-        conn: MultiplexedConnection,
-        generation: u64,
-    },
+    Up { conn: Conn, generation: u64 },
     /// Down; callers fail at once with this error while the task retries.
     Down(Error),
 }
@@ -72,6 +123,9 @@ struct Shared {
     /// Wakes the task after `lost_generation` changed.
     lost: Notify,
     target: String,
+    /// True for a cluster connection, which reconnects to its nodes by itself:
+    /// a failed call never makes the task rebuild it.
+    self_healing: bool,
     /// `host:port` of the server, for spans.
     address: String,
     operation_timeout: Duration,
@@ -100,11 +154,16 @@ impl Shared {
 pub(crate) struct Link {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    /// With sentinels: the task that watches them for `+switch-master`.
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
     }
 }
 
@@ -113,7 +172,7 @@ impl Link {
     ///
     /// Errors only when called outside a Tokio runtime.
     pub(crate) fn start(
-        info: ConnectionInfo,
+        endpoint: Endpoint,
         target: String,
         connect_timeout: Duration,
         operation_timeout: Duration,
@@ -127,8 +186,9 @@ impl Link {
                  build it from async code (for example in #[tokio::main])",
             )
         })?;
-        let client = Client::open(info).map_err(|e| error::from_redis(e, &target))?;
+        let connector = Connector::new(endpoint).map_err(|e| error::from_redis(e, &target))?;
         let shared = Arc::new(Shared {
+            self_healing: matches!(connector, Connector::Cluster(_)),
             state: watch::Sender::new(State::Connecting),
             lost_generation: AtomicU64::new(0),
             lost: Notify::new(),
@@ -136,14 +196,28 @@ impl Link {
             target,
             operation_timeout,
         });
+        let watcher = match &connector {
+            Connector::Sentinel {
+                sentinels, service, ..
+            } => Some(runtime.spawn(watch_sentinels(
+                Arc::downgrade(&shared),
+                sentinels.clone(),
+                service.clone(),
+            ))),
+            _ => None,
+        };
         let task = runtime.spawn(maintain(
             Arc::clone(&shared),
-            client,
+            connector,
             connect_timeout,
             on_connect,
             on_push,
         ));
-        Ok(Self { shared, task })
+        Ok(Self {
+            shared,
+            task,
+            watcher,
+        })
     }
 
     /// The server, as `redis://host:port/db`, for messages.
@@ -162,7 +236,7 @@ impl Link {
     /// A dropped-connection error makes the task reconnect at once.
     pub(crate) async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         // One span per cache operation, with OpenTelemetry's database
@@ -183,14 +257,19 @@ impl Link {
 
     async fn run_in<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let shared = &*self.shared;
         let call = async {
             let (conn, generation) = self.connection().await?;
             op(conn).await.map_err(|e| {
-                if e.is_unrecoverable_error() || e.is_connection_dropped() {
+                // READONLY: the server was a master and is a replica now
+                // (a failover the sentinels made): ask them again.
+                let demoted = e.kind() == redis::ErrorKind::Server(ServerErrorKind::ReadOnly);
+                if !shared.self_healing
+                    && (e.is_unrecoverable_error() || e.is_connection_dropped() || demoted)
+                {
                     shared.report_lost(generation);
                 }
                 error::from_redis(e, &shared.target)
@@ -203,7 +282,7 @@ impl Link {
     }
 
     /// The current connection, waiting while the task is connecting.
-    async fn connection(&self) -> Result<(MultiplexedConnection, u64)> {
+    async fn connection(&self) -> Result<(Conn, u64)> {
         // Fast path: one read lock and a clone of a few Arcs.
         if let Some(found) = Self::usable(&self.shared.state.borrow()) {
             return found;
@@ -216,7 +295,7 @@ impl Link {
         Self::usable(&state).unwrap_or_else(|| Err(error::lost(&self.shared.target)))
     }
 
-    fn usable(state: &State) -> Option<Result<(MultiplexedConnection, u64)>> {
+    fn usable(state: &State) -> Option<Result<(Conn, u64)>> {
         match state {
             State::Up { conn, generation } => Some(Ok((conn.clone(), *generation))),
             State::Down(err) => Some(Err(err.clone())),
@@ -231,10 +310,135 @@ fn address_of(target: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
+/// How the task makes a new connection.
+enum Connector {
+    Single(Client),
+    Cluster(Vec<ConnectionInfo>),
+    /// Asks the sentinels for the master at every attempt, so that a
+    /// reconnection after a failover finds the new one.
+    Sentinel {
+        sentinel: Sentinel,
+        sentinels: Vec<ConnectionInfo>,
+        service: String,
+        node: SentinelNodeConnectionInfo,
+    },
+}
+
+impl Connector {
+    fn new(endpoint: Endpoint) -> RedisResult<Self> {
+        Ok(match endpoint {
+            Endpoint::Single(info) => Self::Single(Client::open(info)?),
+            Endpoint::Cluster(seeds) => Self::Cluster(seeds),
+            Endpoint::Sentinel {
+                sentinels,
+                service,
+                node,
+            } => Self::Sentinel {
+                sentinel: Sentinel::build(sentinels.clone())?,
+                sentinels,
+                service,
+                node,
+            },
+        })
+    }
+
+    /// A new connection whose pushes go to `push`.
+    async fn connect<P>(&mut self, connect_timeout: Duration, push: P) -> RedisResult<Conn>
+    where
+        P: Fn(PushInfo) -> std::result::Result<(), ()> + Send + Sync + 'static,
+    {
+        // The operation timeout of `Link::run` bounds every call instead of
+        // a response timeout.
+        let config = |push| {
+            AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(None)
+                .set_push_sender(push)
+        };
+        match self {
+            Self::Single(client) => client
+                .get_multiplexed_async_connection_with_config(&config(push))
+                .await
+                .map(Conn::Single),
+            Self::Cluster(seeds) => {
+                let client = ClusterClient::builder(seeds.clone())
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .connection_timeout(connect_timeout)
+                    .push_sender(move |info| push(info).map_err(|()| redis::aio::SendError))
+                    .build()?;
+                client.get_async_connection().await.map(Conn::Cluster)
+            }
+            Self::Sentinel {
+                sentinel,
+                service,
+                node,
+                ..
+            } => {
+                let client = sentinel.async_master_for(service, Some(node)).await?;
+                client
+                    .get_multiplexed_async_connection_with_config(&config(push))
+                    .await
+                    .map(Conn::Single)
+            }
+        }
+    }
+}
+
+/// Watches the sentinels' `+switch-master` events for `service`: the link
+/// then drops its connection to the old master and asks the sentinels for the
+/// new one, even when the old master is still up (a manual or partial
+/// failover, where it keeps answering reads as a replica). A connection that
+/// dies is caught by the link itself; this catches the one that does not.
+async fn watch_sentinels(shared: Weak<Shared>, sentinels: Vec<ConnectionInfo>, service: String) {
+    let prefix = format!("{service} ");
+    let mut delay = RECONNECT_MIN_DELAY;
+    for info in sentinels.iter().cycle() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(RECONNECT_MAX_DELAY * 5))
+            .set_push_sender(tx);
+        let subscribed = async {
+            let client = Client::open(info.clone())?;
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            conn.subscribe("+switch-master").await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        // The connection lives as long as this iteration reads its pushes.
+        if let Ok(_conn) = subscribed.await {
+            delay = RECONNECT_MIN_DELAY;
+            while let Some(push) = rx.recv().await {
+                if push.kind == PushKind::Disconnection {
+                    break;
+                }
+                let switched = push.kind == PushKind::Message
+                    && matches!(push.data.get(1), Some(Value::BulkString(event))
+                        if event.starts_with(prefix.as_bytes()));
+                if !switched {
+                    continue;
+                }
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if let State::Up { generation, .. } = &*shared.state.borrow() {
+                    tracing::warn!(target = %shared.target, "the sentinels switched the master; reconnecting");
+                    shared.report_lost(*generation);
+                }
+            }
+        }
+        if shared.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+    }
+}
+
 /// The background task: connect, wait for the loss, reconnect, forever.
 async fn maintain(
     shared: Arc<Shared>,
-    client: Client,
+    mut connector: Connector,
     connect_timeout: Duration,
     on_connect: Option<OnConnect>,
     on_push: Option<OnPush>,
@@ -249,7 +453,7 @@ async fn maintain(
         generation += 1;
         let attempt = connect(
             &shared,
-            &client,
+            &mut connector,
             generation,
             connect_timeout,
             on_connect.as_ref(),
@@ -286,18 +490,20 @@ async fn maintain(
 /// One connection attempt, set-up hook included, bounded by the connect timeout.
 async fn connect(
     shared: &Arc<Shared>,
-    client: &Client,
+    connector: &mut Connector,
     generation: u64,
     connect_timeout: Duration,
     on_connect: Option<&OnConnect>,
     on_push: Option<OnPush>,
     reconnect: bool,
-) -> Result<MultiplexedConnection> {
+) -> Result<Conn> {
     // The push sender holds a weak reference: a connection must not keep the
-    // link alive after its last handle is gone.
+    // link alive after its last handle is gone. A cluster connection repairs
+    // a lost node connection itself: its loss goes to `on_push` instead.
     let weak = Arc::downgrade(shared);
+    let self_healing = shared.self_healing;
     let push = move |info: PushInfo| -> std::result::Result<(), ()> {
-        if info.kind == PushKind::Disconnection {
+        if info.kind == PushKind::Disconnection && !self_healing {
             if let Some(shared) = weak.upgrade() {
                 shared.report_lost(generation);
             }
@@ -306,16 +512,9 @@ async fn connect(
         }
         Ok(())
     };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(connect_timeout))
-        // The operation timeout of `Link::run` bounds every call instead.
-        .set_response_timeout(None)
-        .set_push_sender(push);
     let target = &shared.target;
     let attempt = async {
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = connector.connect(connect_timeout, push).await?;
         if let Some(on_connect) = on_connect {
             on_connect(conn.clone(), reconnect).await?;
         }

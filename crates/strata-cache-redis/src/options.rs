@@ -9,7 +9,8 @@ use std::fmt;
 use std::time::Duration;
 
 use redis::io::tcp::TcpSettings;
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+use redis::sentinel::SentinelNodeConnectionInfo;
+use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
 use strata_cache::{Error, ErrorKind, Result};
 
 /// Default URL: a Redis on this machine, database 0.
@@ -113,9 +114,9 @@ impl RedisCacheOptions {
         self.operation_timeout
     }
 
-    /// Parses and checks the options, and returns the connection settings and
-    /// a password-free name of the server for messages.
-    pub(crate) fn connection_info(&self) -> Result<(ConnectionInfo, String)> {
+    /// Parses and checks the options, and returns where to connect and a
+    /// password-free name of the deployment for messages.
+    pub(crate) fn endpoint(&self) -> Result<(Endpoint, String)> {
         if self.connect_timeout.is_zero() || self.operation_timeout.is_zero() {
             return Err(Error::new(
                 ErrorKind::InvalidOptions,
@@ -123,47 +124,146 @@ impl RedisCacheOptions {
                  a positive duration",
             ));
         }
-        if cfg!(not(feature = "tls")) && self.url.starts_with("rediss://") {
+        let (scheme, rest) = self.url.split_once("://").unwrap_or(("", &self.url));
+        let (base, topology) = scheme.split_once('+').unwrap_or((scheme, ""));
+        if !matches!(base, "redis" | "rediss") || !matches!(topology, "" | "cluster" | "sentinel") {
+            return Err(invalid_url("unknown scheme"));
+        }
+        if cfg!(not(feature = "tls")) && base == "rediss" {
             return Err(Error::new(
                 ErrorKind::InvalidOptions,
                 "a rediss:// URL needs TLS: enable the `tls` feature of strata-cache-redis \
                  (on by default)",
             ));
         }
-        let info = self.url.as_str().into_connection_info().map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidOptions,
-                format!(
-                    "the Redis URL is not valid ({}): expected \
-                     redis://[user:password@]host[:port][/db] or rediss://... for TLS",
-                    e.detail().unwrap_or("unparsable")
-                ),
-            )
-        })?;
-        let target = match info.addr() {
-            ConnectionAddr::TcpTls { .. } => {
-                format!("rediss://{}/{}", info.addr(), info.redis_settings().db())
-            }
-            addr => format!("redis://{addr}/{}", info.redis_settings().db()),
-        };
         #[cfg(feature = "tls")]
-        if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        if base == "rediss" {
             install_crypto_provider();
         }
-        // RESP3: the connection reports its own loss (a push), which lets the
-        // cache reconnect before the next call fails, and carries pub/sub
-        // messages beside commands. Redis 6 or later speaks it.
-        let redis = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        // TCP_NODELAY: redis-rs leaves Nagle on; a cache of small values wants
-        // every request on the wire at once.
-        let info = info
-            .set_redis_settings(redis)
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        Ok((info, target))
+        match topology {
+            "" => {
+                let info = node_info(&self.url)?;
+                let target = format!("{base}://{}/{}", info.addr(), info.redis_settings().db());
+                Ok((Endpoint::Single(info), target))
+            }
+            "cluster" => {
+                let (userinfo, hosts, path) = split_authority(rest)?;
+                if !matches!(path, "" | "0") {
+                    return Err(invalid_url("a cluster has only database 0"));
+                }
+                let seeds = hosts
+                    .iter()
+                    .map(|host| node_info(&format!("{base}://{userinfo}{host}")))
+                    .collect::<Result<Vec<_>>>()?;
+                let target = format!("{base}+cluster://{}", hosts.join(","));
+                Ok((Endpoint::Cluster(seeds), target))
+            }
+            _ => {
+                let (userinfo, hosts, path) = split_authority(rest)?;
+                let (service, db) = path.split_once('/').unwrap_or((path, ""));
+                if service.is_empty() {
+                    return Err(invalid_url("the sentinel URL names no service"));
+                }
+                // The credentials and the database are the data nodes'; the
+                // sentinels are asked without them.
+                let node = node_info(&format!("{base}://{userinfo}sentinel-master/{db}"))?;
+                let sentinels = hosts
+                    .iter()
+                    .map(|host| {
+                        let host = if host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
+                            (*host).to_owned()
+                        } else {
+                            format!("{host}:{DEFAULT_SENTINEL_PORT}")
+                        };
+                        node_info(&format!("{base}://{host}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let mut node_settings = SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(node.redis_settings().clone())
+                    .set_tcp_settings(node.tcp_settings().clone());
+                if base == "rediss" {
+                    node_settings = node_settings.set_tls_mode(redis::TlsMode::Secure);
+                }
+                let target = format!(
+                    "{base}+sentinel://{}/{service}/{}",
+                    hosts.join(","),
+                    node.redis_settings().db()
+                );
+                Ok((
+                    Endpoint::Sentinel {
+                        sentinels,
+                        service: service.to_owned(),
+                        node: node_settings,
+                    },
+                    target,
+                ))
+            }
+        }
     }
+}
+
+/// Where the cache connects, parsed from the URL.
+pub(crate) enum Endpoint {
+    /// One server.
+    Single(ConnectionInfo),
+    /// A Redis Cluster, known by some of its nodes.
+    Cluster(Vec<ConnectionInfo>),
+    /// The master of `service`, as the sentinels name it.
+    Sentinel {
+        sentinels: Vec<ConnectionInfo>,
+        service: String,
+        node: SentinelNodeConnectionInfo,
+    },
+}
+
+/// The port of a sentinel written without one.
+const DEFAULT_SENTINEL_PORT: u16 = 26379;
+
+fn invalid_url(why: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidOptions,
+        format!(
+            "the Redis URL is not valid ({why}): expected \
+             redis://[user:password@]host[:port][/db], \
+             redis+cluster://[user:password@]host:port[,host:port...] or \
+             redis+sentinel://[user:password@]host:port[,host:port...]/service[/db], \
+             each with rediss for TLS"
+        ),
+    )
+}
+
+/// `userinfo@` (or empty), the comma-separated hosts, and the path without its
+/// leading slash, of a cluster or sentinel URL's part after `://`.
+fn split_authority(rest: &str) -> Result<(&str, Vec<&str>, &str)> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (&authority[..=at], &authority[at + 1..]),
+        None => ("", authority),
+    };
+    let hosts: Vec<&str> = hosts.split(',').map(str::trim).collect();
+    if hosts.iter().any(|h| h.is_empty()) {
+        return Err(invalid_url("an empty host in the list"));
+    }
+    Ok((userinfo, hosts, path.trim_end_matches('/')))
+}
+
+/// One node's settings, with those Strata depends on forced.
+fn node_info(url: &str) -> Result<ConnectionInfo> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| invalid_url(e.detail().unwrap_or("unparsable")))?;
+    // RESP3: the connection reports its own loss (a push), which lets the
+    // cache reconnect before the next call fails, and carries pub/sub
+    // messages beside commands. Redis 6 or later speaks it.
+    let redis = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    // TCP_NODELAY: redis-rs leaves Nagle on; a cache of small values wants
+    // every request on the wire at once.
+    Ok(info
+        .set_redis_settings(redis)
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
 }
 
 #[cfg(feature = "tls")]
@@ -212,11 +312,18 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redis::ConnectionAddr;
+
+    fn single(url: &str) -> (ConnectionInfo, String) {
+        match RedisCacheOptions::new(url).endpoint().unwrap() {
+            (Endpoint::Single(info), target) => (info, target),
+            _ => panic!("{url} is not a single server"),
+        }
+    }
 
     #[test]
     fn parses_user_password_database_and_tls() {
-        let options = RedisCacheOptions::new("redis://app:s%40cret@10.0.0.7:6380/3");
-        let (info, target) = options.connection_info().unwrap();
+        let (info, target) = single("redis://app:s%40cret@10.0.0.7:6380/3");
         assert_eq!(info.redis_settings().username(), Some("app"));
         assert_eq!(info.redis_settings().password(), Some("s@cret"));
         assert_eq!(info.redis_settings().db(), 3);
@@ -224,14 +331,56 @@ mod tests {
         assert!(info.tcp_settings().nodelay());
         assert_eq!(target, "redis://10.0.0.7:6380/3");
 
-        let tls = RedisCacheOptions::new("rediss://cache.example:6390").connection_info();
         if cfg!(feature = "tls") {
-            let (info, target) = tls.unwrap();
+            let (info, target) = single("rediss://cache.example:6390");
             assert!(matches!(info.addr(), ConnectionAddr::TcpTls { .. }));
             assert_eq!(target, "rediss://cache.example:6390/0");
         } else {
-            assert_eq!(tls.unwrap_err().kind(), ErrorKind::InvalidOptions);
+            let err = RedisCacheOptions::new("rediss://cache.example:6390").endpoint();
+            assert_eq!(err.err().map(|e| e.kind()), Some(ErrorKind::InvalidOptions));
         }
+    }
+
+    #[test]
+    fn parses_a_cluster_with_credentials_for_every_seed() {
+        let options = RedisCacheOptions::new("redis+cluster://app:pw@10.0.0.1:7000,10.0.0.2:7001/");
+        let Ok((Endpoint::Cluster(seeds), target)) = options.endpoint() else {
+            panic!("not a cluster");
+        };
+        assert_eq!(target, "redis+cluster://10.0.0.1:7000,10.0.0.2:7001");
+        let addrs: Vec<String> = seeds.iter().map(|s| s.addr().to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:7000", "10.0.0.2:7001"]);
+        for seed in &seeds {
+            assert_eq!(seed.redis_settings().username(), Some("app"));
+            assert_eq!(seed.redis_settings().password(), Some("pw"));
+            assert_eq!(seed.redis_settings().protocol(), ProtocolVersion::RESP3);
+            assert!(seed.tcp_settings().nodelay());
+        }
+    }
+
+    #[test]
+    fn parses_sentinels_service_and_database() {
+        let options = RedisCacheOptions::new("redis+sentinel://:pw@s1:5000,s2/orders/2");
+        let Ok((
+            Endpoint::Sentinel {
+                sentinels, service, ..
+            },
+            target,
+        )) = options.endpoint()
+        else {
+            panic!("not a sentinel deployment");
+        };
+        assert_eq!(service, "orders");
+        assert_eq!(target, "redis+sentinel://s1:5000,s2/orders/2");
+        let addrs: Vec<String> = sentinels.iter().map(|s| s.addr().to_string()).collect();
+        // A sentinel written without a port is on 26379.
+        assert_eq!(addrs, ["s1:5000", "s2:26379"]);
+        // The password is the data nodes', not the sentinels'.
+        assert!(
+            sentinels
+                .iter()
+                .all(|s| s.redis_settings().password().is_none())
+        );
     }
 
     #[test]
@@ -239,11 +388,16 @@ mod tests {
         for options in [
             RedisCacheOptions::new("http://localhost"),
             RedisCacheOptions::new("not a url"),
+            RedisCacheOptions::new("redis+mesh://a:1"),
+            RedisCacheOptions::new("redis+cluster://a:1,,b:2"),
+            RedisCacheOptions::new("redis+cluster://a:1,b:2/3"),
+            RedisCacheOptions::new("redis+sentinel://a:1,b:2"),
+            RedisCacheOptions::new("redis+sentinel://a:1,b:2/"),
             RedisCacheOptions::default().with_operation_timeout(Duration::ZERO),
             RedisCacheOptions::default().with_connect_timeout(Duration::ZERO),
         ] {
-            let err = options.connection_info().unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{options:?}");
+            let err = options.endpoint().err().map(|e| e.kind());
+            assert_eq!(err, Some(ErrorKind::InvalidOptions), "{options:?}");
         }
     }
 

@@ -3,7 +3,6 @@
 
 mod common;
 
-use redis::aio::MultiplexedConnection;
 use strata_cache_redis::{RedisCache, RedisCacheOptions};
 use strata_cache_testkit::RedisServer;
 use strata_cache_testkit::conformance::ForeignWriter;
@@ -57,7 +56,7 @@ async fn a_full_redis_passes_the_capacity_checks() {
 
 /// Plants plain Redis strings where the cache writes hashes.
 struct RawStrings {
-    conn: MultiplexedConnection,
+    conn: common::Raw,
     prefix: &'static str,
 }
 

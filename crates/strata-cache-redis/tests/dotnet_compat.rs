@@ -10,7 +10,6 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
 use strata_cache::{DistributedCache, DistributedCacheExt, EntryOptions, ErrorKind};
 use strata_cache_redis::{RedisCache, RedisCacheOptions};
 
@@ -23,7 +22,7 @@ fn ticks_now() -> i64 {
     EPOCH_TICKS + i64::try_from(since.as_nanos() / 100).unwrap()
 }
 
-async fn setup() -> (RedisCache, MultiplexedConnection) {
+async fn setup() -> (RedisCache, common::Raw) {
     let url = common::shared_url();
     let cache = RedisCache::new(RedisCacheOptions::new(&url).with_instance_name(PREFIX)).unwrap();
     (cache, common::raw(&url).await)
@@ -31,7 +30,7 @@ async fn setup() -> (RedisCache, MultiplexedConnection) {
 
 /// What the .NET provider does in `SetAsync`.
 async fn dotnet_set(
-    raw: &mut MultiplexedConnection,
+    raw: &mut common::Raw,
     key: &str,
     absexp: i64,
     sldexp: i64,
@@ -60,7 +59,7 @@ async fn dotnet_set(
     }
 }
 
-async fn pttl(raw: &mut MultiplexedConnection, key: &str) -> i64 {
+async fn pttl(raw: &mut common::Raw, key: &str) -> i64 {
     redis::cmd("PTTL")
         .arg(format!("{PREFIX}{key}"))
         .query_async(raw)
@@ -69,7 +68,7 @@ async fn pttl(raw: &mut MultiplexedConnection, key: &str) -> i64 {
 }
 
 /// What the .NET provider does in `GetAsync` (before its separate refresh).
-async fn dotnet_get(raw: &mut MultiplexedConnection, key: &str) -> (i64, i64, Option<Vec<u8>>) {
+async fn dotnet_get(raw: &mut common::Raw, key: &str) -> (i64, i64, Option<Vec<u8>>) {
     let (abs, sld, data): (Option<i64>, Option<i64>, Option<Vec<u8>>) = redis::cmd("HMGET")
         .arg(format!("{PREFIX}{key}"))
         .arg("absexp")
@@ -92,7 +91,7 @@ async fn get_is(cache: &RedisCache, key: &str, data: &'static [u8]) {
 /// Waits until the PTTL of `key` is within `range` (a read renews a sliding
 /// entry just after it returns), and returns it.
 async fn pttl_becomes(
-    raw: &MultiplexedConnection,
+    raw: &common::Raw,
     key: &str,
     range: std::ops::RangeInclusive<i64>,
     what: &str,

@@ -23,8 +23,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use futures_util::future::join_all;
+
+use crate::link::Conn;
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
 use redis::{Cmd, RedisError, RedisResult, Script, ServerErrorKind};
 use strata_cache::{Result, Version, Versioned};
 
@@ -152,25 +154,40 @@ impl RedisCache {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let hmget = |key: &String| {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(key)
+                .arg(ABSOLUTE_FIELD)
+                .arg(SLIDING_FIELD)
+                .arg(DATA_FIELD);
+            cmd
+        };
         let mut pipe = redis::pipe();
         // Each key's answer on its own: a key of another type fails its own
         // `HMGET`, not the batch.
         pipe.ignore_errors();
         for key in &keys {
-            pipe.cmd("HMGET")
-                .arg(key)
-                .arg(ABSOLUTE_FIELD)
-                .arg(SLIDING_FIELD)
-                .arg(DATA_FIELD);
+            pipe.add_command(hmget(key));
         }
         let now = ticks_of(SystemTime::now());
+        let keys_ref = &keys;
         let answers = self
             .inner
             .link
             .run("get_many", |mut conn| async move {
-                let answers = pipe
-                    .query_async::<Vec<RedisResult<Fields>>>(&mut conn)
-                    .await?;
+                let answers = if conn.is_cluster() {
+                    // A pipeline's keys must share a slot: one command per
+                    // key, all sent at once, which the cluster connection
+                    // writes to each node's connection back to back.
+                    join_all(keys_ref.iter().map(|key| {
+                        let mut conn = conn.clone();
+                        async move { hmget(key).query_async::<Fields>(&mut conn).await }
+                    }))
+                    .await
+                } else {
+                    pipe.query_async::<Vec<RedisResult<Fields>>>(&mut conn)
+                        .await?
+                };
                 answers
                     .into_iter()
                     .map(|answer| {
@@ -229,7 +246,7 @@ impl RedisCache {
 /// Runs a read's pipeline: the `HMGET`'s answer, and the renewal's when the
 /// pipeline holds one.
 async fn query<T: redis::FromRedisValue>(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     pipe: &redis::Pipeline,
 ) -> RedisResult<(RedisResult<T>, Option<RedisResult<()>>)> {
     let mut answers = pipe
@@ -261,14 +278,23 @@ fn missing_answer() -> RedisError {
 
 /// Runs the refresh script on each of `keys`, in one pipeline; loads the
 /// script and runs them again when the server does not know it.
-async fn renew(
-    conn: &mut MultiplexedConnection,
-    script: &Script,
-    keys: &[String],
-    now: i64,
-) -> RedisResult<()> {
+async fn renew(conn: &mut Conn, script: &Script, keys: &[String], now: i64) -> RedisResult<()> {
     if let [key] = keys {
         return eval_sha(conn, script, &refresh_cmd(script, key, now)).await;
+    }
+    if conn.is_cluster() {
+        // A pipeline's keys must share a slot: one script call per key.
+        let renewed =
+            join_all(
+                keys.iter().map(|key| {
+                    let mut conn = conn.clone();
+                    async move {
+                        eval_sha::<()>(&mut conn, script, &refresh_cmd(script, key, now)).await
+                    }
+                }),
+            )
+            .await;
+        return renewed.into_iter().collect();
     }
     let mut pipe = redis::pipe();
     for key in keys {

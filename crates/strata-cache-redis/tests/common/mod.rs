@@ -6,20 +6,93 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::Sentinel;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 /// The shared Redis of the development and CI machines; `REDIS_URL` overrides.
 pub fn shared_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
-/// A plain redis-rs connection, to look at what the cache wrote.
-pub async fn raw(url: &str) -> MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("a valid URL")
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+/// A plain redis-rs connection to the deployment of `url` (a single server,
+/// a cluster, or the master the sentinels name), to look at what the cache
+/// wrote.
+pub async fn raw(url: &str) -> Raw {
+    let connected = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        let seeds: Vec<String> = rest
+            .trim_end_matches('/')
+            .split(',')
+            .map(|host| format!("redis://{host}"))
+            .collect();
+        match ClusterClient::new(seeds) {
+            Ok(client) => client.get_async_connection().await.map(Raw::Cluster),
+            Err(e) => Err(e),
+        }
+    } else if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+        let (hosts, service) = rest
+            .split_once('/')
+            .expect("redis+sentinel://hosts/service");
+        let service = service.split('/').next().unwrap_or(service);
+        let sentinels: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+        match Sentinel::build(sentinels) {
+            Ok(mut sentinel) => match sentinel.async_master_for(service, None).await {
+                Ok(client) => client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map(Raw::Single),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    } else {
+        match redis::Client::open(url) {
+            Ok(client) => client
+                .get_multiplexed_async_connection()
+                .await
+                .map(Raw::Single),
+            Err(e) => Err(e),
+        }
+    };
+    connected.unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// A raw connection to any topology: commands on keys go where the keys
+/// live.
+#[derive(Clone)]
+pub enum Raw {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Raw {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
 }
 
 /// A key no other test run uses.
