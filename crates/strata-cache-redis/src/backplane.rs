@@ -8,16 +8,18 @@
 //! [`BackplaneEvent::Gap`]. Messages are [`Notice::to_bytes`]; anything else
 //! on the channel is logged at warn and skipped.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{PushInfo, PushKind, RedisResult, Value};
 use strata_cache::{Backplane, BackplaneEvent, Notice, Result, Subscription};
 use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 
 use crate::link::{Conn, Link, OnConnect, OnPush};
-use crate::options::RedisCacheOptions;
+use crate::options::{Endpoint, RedisCacheOptions};
 
 /// Capacity of the channel between the connection and the subscribers; a
 /// subscriber further behind gets [`BackplaneEvent::Gap`].
@@ -59,6 +61,20 @@ struct Inner {
     events: broadcast::Sender<BackplaneEvent>,
     /// True when the channel is a shard channel (`SPUBLISH`).
     sharded: Arc<AtomicBool>,
+    /// Set when a cluster node's connection dropped or the channel's slot
+    /// moved: the subscription must be made again where the slot lives now.
+    resubscribe: Arc<AtomicBool>,
+    /// On a cluster: the task that keeps the subscription on the node that
+    /// owns the channel's slot (see [`follow_the_channel`]).
+    follower: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(follower) = &self.follower {
+            follower.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisBackplane {
@@ -86,6 +102,8 @@ impl RedisBackplane {
     pub fn new(options: impl AsRef<RedisCacheOptions>) -> Result<Self> {
         let options = options.as_ref();
         let (endpoint, target) = options.endpoint()?;
+        let cluster = matches!(endpoint, Endpoint::Cluster(_));
+        let resubscribe = Arc::new(AtomicBool::new(false));
         let channel = format!("{}{CHANNEL_SUFFIX}", options.instance_name());
         let events = broadcast::channel(CAPACITY).0;
         let sharded = Arc::new(AtomicBool::new(false));
@@ -112,6 +130,7 @@ impl RedisBackplane {
                 channel: channel.clone(),
                 events: events.clone(),
                 confirmations: AtomicU64::new(0),
+                resubscribe: Arc::clone(&resubscribe),
             };
             Arc::new(move |push| listener.deliver(push))
         };
@@ -124,11 +143,13 @@ impl RedisBackplane {
             Some(on_push),
         )?;
         Ok(Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|inner| Inner {
                 link,
                 channel,
                 events,
                 sharded,
+                resubscribe,
+                follower: cluster.then(|| tokio::spawn(follow_the_channel(inner.clone()))),
             }),
         })
     }
@@ -141,6 +162,47 @@ impl RedisBackplane {
     /// True while connected and subscribed.
     pub fn is_connected(&self) -> bool {
         self.inner.link.is_connected()
+    }
+}
+
+/// How often a backplane on a cluster checks where its channel lives.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Keeps a cluster subscription on the node that owns the channel's slot.
+///
+/// When a node's connection drops or the channel's slot moves, the
+/// subscription made on the old owner is gone, and the cluster connection
+/// does not reliably make it again on the new one (it learns the new owner
+/// only when a command meets the moved slot). Every [`FOLLOW_INTERVAL`] this
+/// task runs a cheap command on the channel's own slot, which makes the
+/// connection refresh its slot map when the owner changed, and, once told
+/// the subscription was lost, subscribes again until that succeeds. The new
+/// subscription's confirmation reports a gap to the subscribers.
+async fn follow_the_channel(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let channel = inner.channel.as_str();
+        let lost = inner.resubscribe.swap(false, Ordering::AcqRel);
+        let followed = inner
+            .link
+            .run("ssubscribe", |mut conn| async move {
+                redis::cmd("EXISTS")
+                    .arg(channel)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                if lost {
+                    subscribe(conn, channel).await?;
+                }
+                Ok(())
+            })
+            .await;
+        if followed.is_err() && lost {
+            // Not yet: the slot's new owner is not known or not up.
+            inner.resubscribe.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -171,6 +233,9 @@ struct Listener {
     /// one after the first is a resubscription after a lost node or a moved
     /// slot, and notices may have been missed in between.
     confirmations: AtomicU64,
+    /// Shared with [`follow_the_channel`]: set when the subscription may be
+    /// lost.
+    resubscribe: Arc<AtomicBool>,
 }
 
 impl Listener {
@@ -183,6 +248,7 @@ impl Listener {
             // notices may be lost until the cluster connection subscribes
             // again, which it does by itself.
             PushKind::Disconnection | PushKind::SUnsubscribe => {
+                self.resubscribe.store(true, Ordering::Release);
                 let _ = events.send(BackplaneEvent::Gap);
                 return;
             }
@@ -264,6 +330,7 @@ mod tests {
             channel: "ch".to_owned(),
             events,
             confirmations: AtomicU64::new(0),
+            resubscribe: Arc::new(AtomicBool::new(false)),
         };
         let deliver = |_: &str, _: &broadcast::Sender<BackplaneEvent>, push| listener.deliver(push);
         let events = listener.events.clone();
