@@ -3,8 +3,10 @@
 //!
 //! Every operation waits for one round trip: `get` and `get_versioned` are
 //! one `HMGET` (with the renewal script in the same pipeline for a key that
-//! slid when last read), `get_many` one pipeline of `HMGET`s; reads and the
-//! renewal of sliding entries are `read`'s business. `refresh` runs a
+//! slid when last read), `get_many` one pipeline of `HMGET`s (on a cluster,
+//! where a pipeline's keys must share a slot, one `HMGET` per key, all sent
+//! at once); reads and the renewal of sliding entries are `read`'s business.
+//! `refresh` runs a
 //! server-side script by its SHA (`EVALSHA`); `set` and `remove` are one
 //! `MULTI`/`EXEC` transaction each; `set_if_version` and `next_stamp` one
 //! script each. The connection itself is [`crate::link`]'s business.

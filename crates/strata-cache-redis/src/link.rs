@@ -1,12 +1,16 @@
-//! [`Link`]: one multiplexed Redis connection kept alive by a background task.
+//! [`Link`]: one connection to the deployment kept alive by a background task:
+//! a multiplexed connection to one server (given, or the master the sentinels
+//! name), or a redis-rs cluster connection, which routes each command to the
+//! node owning its slot and repairs its own node connections.
 //!
 //! The task connects, watches for the loss of the connection (a RESP3
-//! disconnection push, or a caller reporting a dropped-connection error) and
-//! reconnects with exponential backoff, forever. Callers never connect
-//! themselves: [`Link::run`] takes the current connection, or fails at once
-//! with the last connection error while Redis is down, and bounds the whole
-//! call by the operation timeout. That is what keeps every cache call within
-//! its timeout whatever Redis does.
+//! disconnection push, a caller reporting a dropped-connection or read-only
+//! error, or the sentinels announcing a new master) and reconnects with
+//! exponential backoff, forever. Callers never connect themselves:
+//! [`Link::run`] takes the current connection, or fails at once with the last
+//! connection error while Redis is down, and bounds the whole call by the
+//! operation timeout. That is what keeps every cache call within its timeout
+//! whatever Redis does, redirections and failovers included.
 //!
 //! Why not redis-rs's `ConnectionManager`: it connects on demand, so callers
 //! wait on connection attempts (and their retries) instead of failing fast, and

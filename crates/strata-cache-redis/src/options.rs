@@ -1,9 +1,10 @@
 //! [`RedisCacheOptions`]: where Redis is and how long to wait for it.
 //!
 //! Cache-wide settings only; per-entry expiration is `strata_cache::EntryOptions`.
-//! Every default lives here, as a documented constant. The options turn into a
-//! `redis::ConnectionInfo` in one place, [`RedisCacheOptions::connection_info`],
-//! which also forces the settings Strata depends on (RESP3, `TCP_NODELAY`).
+//! Every default lives here, as a documented constant. The options turn into
+//! an endpoint (one server, a cluster's seeds, or sentinels and a service) in
+//! one place, `RedisCacheOptions::endpoint`, which also forces the settings
+//! Strata depends on (RESP3, `TCP_NODELAY`).
 
 use std::fmt;
 use std::time::Duration;
@@ -59,10 +60,20 @@ impl RedisCacheOptions {
     /// Options for the Redis at `url`, with the default timeouts and no
     /// instance name.
     ///
-    /// The URL is `redis://[[user]:password@]host[:port][/db]`, or `rediss://`
-    /// for TLS (certificates checked against the system's roots). The port
-    /// defaults to 6379 and the database to 0. Percent-encode special
-    /// characters in the password. The URL is checked when the cache is built.
+    /// The URL is one of (each also as `rediss` for TLS, certificates checked
+    /// against the system's roots):
+    ///
+    /// - `redis://[[user]:password@]host[:port][/db]`: one server;
+    /// - `redis+cluster://[[user]:password@]host:port[,host:port...]`: a Redis
+    ///   Cluster, given by some of its nodes (the others are discovered);
+    /// - `redis+sentinel://[[user]:password@]host[:port][,...]/service[/db]`:
+    ///   the master the sentinels name for `service` (sentinels listen on
+    ///   26379 unless a port is given; they are asked without credentials,
+    ///   which are the data nodes').
+    ///
+    /// The port defaults to 6379 and the database to 0 (a cluster has only
+    /// 0). Percent-encode special characters in the password. The URL is
+    /// checked when the cache is built.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
