@@ -8,6 +8,10 @@
 //!   fail-safe).
 //! - [`RedisServer`]: a throwaway `redis-server` on a free port, killed on
 //!   drop, for tests that stop, restart or reconfigure Redis.
+//! - [`RedisCluster`] and [`RedisSentinel`]: the same for the two
+//!   high-availability deployments: a Redis Cluster of 3 masters and 3
+//!   replicas, and a master with 2 replicas under 3 sentinels; with
+//!   failover, restart and (cluster) live slot migration on demand.
 //!
 //! - [`conformance::run_at_capacity`] and [`conformance::run_with_foreign`]:
 //!   the same checks on a cache small enough to fill, and where other
@@ -40,15 +44,26 @@
 //   notices.
 // - coherence: the coherence checker.
 // - server: RedisServer, a throwaway redis-server on a free port.
+// - cluster: RedisCluster, a throwaway 6-node Redis Cluster.
+// - sentinel: RedisSentinel, a throwaway master, replicas and sentinels.
+// - node: one process of a cluster or sentinel deployment (crate-private).
+// - resp: the small synchronous RESP client of their admin commands
+//   (crate-private).
 
 mod chaos;
 mod chaos_backplane;
+mod cluster;
 pub mod coherence;
 pub mod conformance;
+mod node;
+mod resp;
+mod sentinel;
 mod server;
 
 pub use chaos::ChaosCache;
 pub use chaos_backplane::ChaosBackplane;
+pub use cluster::RedisCluster;
+pub use sentinel::RedisSentinel;
 pub use server::RedisServer;
 
 // The crate's README, its crates.io page, compiles as a doctest.

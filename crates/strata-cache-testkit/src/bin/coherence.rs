@@ -6,12 +6,15 @@
 //!
 //! Options: `--seconds N` (60), `--instances N` (3), `--keys N` (64),
 //! `--readers N` per instance (4), `--writers N` (2), `--seed N`,
+//! `--topology single|cluster|sentinel` (single: one `redis-server`; cluster:
+//! 3 masters and 3 replicas; sentinel: a master, 2 replicas, 3 sentinels),
 //! `--no-faults`, `--only FAULT` (one of `lost-notices`, `l2-errors`,
-//! `redis-hung`, `partition`, `redis-restart`, `database-down`).
+//! `redis-hung`, `partition`, `redis-restart` (single only),
+//! `master-failover` (cluster or sentinel only), `database-down`).
 
 use std::time::Duration;
 
-use strata_cache_testkit::coherence::hybrid::{self, Faults};
+use strata_cache_testkit::coherence::hybrid::{self, Faults, Topology};
 use strata_cache_testkit::coherence::{Bounds, Config};
 
 fn main() {
@@ -20,7 +23,8 @@ fn main() {
         ..Config::default()
     };
     let mut instances = 3;
-    let mut faults = Faults::all();
+    let mut faults = None;
+    let mut topology = Topology::Single;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> u64 {
@@ -35,10 +39,18 @@ fn main() {
             "--readers" => config.readers = number("--readers") as usize,
             "--writers" => config.writers = number("--writers") as usize,
             "--seed" => config.seed = number("--seed"),
-            "--no-faults" => faults = Faults::none(),
+            "--no-faults" => faults = Some(Faults::none()),
+            "--topology" => {
+                topology = match args.next().as_deref() {
+                    Some("single") => Topology::Single,
+                    Some("cluster") => Topology::Cluster,
+                    Some("sentinel") => Topology::Sentinel,
+                    other => usage(&format!("unknown topology {other:?}")),
+                }
+            }
             "--only" => {
                 let name = args.next().unwrap_or_default();
-                faults = Faults::none();
+                let faults = faults.insert(Faults::none());
                 match name.as_str() {
                     "lost-notices" => faults.lost_notices = true,
                     "l2-errors" => faults.l2_errors = true,
@@ -46,25 +58,28 @@ fn main() {
                     "partition" => faults.partition = true,
                     "redis-restart" => faults.redis_restart = true,
                     "database-down" => faults.database_down = true,
+                    "master-failover" => faults.master_failover = true,
                     other => usage(&format!("unknown fault {other:?}")),
                 }
             }
             other => usage(&format!("unknown option {other}")),
         }
     }
+    let faults = faults.unwrap_or_else(|| Faults::all_on(topology));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a Tokio runtime");
     let started = std::time::Instant::now();
-    let report = runtime.block_on(hybrid::run(
+    let report = runtime.block_on(hybrid::run_on(
+        topology,
         instances,
         config.clone(),
         faults,
         Bounds::default(),
     ));
     println!(
-        "coherence: {instances} instances, {} keys, {} readers per instance, {} writers, {:?}, seed {}, {} (wall {:?})\n",
+        "coherence: {instances} instances on {topology:?}, {} keys, {} readers per instance, {} writers, {:?}, seed {}, {} (wall {:?})\n",
         config.keys,
         config.readers,
         config.writers,

@@ -1,5 +1,5 @@
-//! [`HybridSubject`]: HybridCache instances on one real Redis (a
-//! [`RedisServer`] of their own), each with its clock offset, its L2 behind a
+//! [`HybridSubject`]: HybridCache instances on one real Redis deployment of
+//! their own (a [`RedisServer`], a [`RedisCluster`] or a [`RedisSentinel`]), each with its clock offset, its L2 behind a
 //! [`ChaosCache`] and its backplane behind a [`ChaosBackplane`], over an
 //! in-process source of truth; and [`run`], which drives the workload while a
 //! fault plan injects every fault in turn.
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::{
     Ack, Bounds, Config, FaultKind, History, Random, Report, Subject, Write, run_workload,
 };
-use crate::{ChaosBackplane, ChaosCache, RedisServer};
+use crate::{ChaosBackplane, ChaosCache, RedisCluster, RedisSentinel, RedisServer};
 
 /// Bound on one Redis call of the instances, and their `l2_timeout`.
 const TIMEOUT: Duration = Duration::from_millis(250);
@@ -222,6 +222,10 @@ pub struct Faults {
     pub lost_notices: bool,
     /// Make the source of truth fail for a while.
     pub database_down: bool,
+    /// Kill a master (on a cluster, the master of a random slot): a replica
+    /// takes over, with what it had replicated; the killed node comes back
+    /// as a replica. Only on a cluster or sentinels.
+    pub master_failover: bool,
 }
 
 impl Faults {
@@ -234,6 +238,18 @@ impl Faults {
             l2_errors: true,
             lost_notices: true,
             database_down: true,
+            master_failover: false,
+        }
+    }
+
+    /// Every fault that `topology` can undergo: on a cluster or sentinels, a
+    /// master failover in place of a restart of the one server.
+    pub fn all_on(topology: Topology) -> Self {
+        let single = topology == Topology::Single;
+        Self {
+            redis_restart: single,
+            master_failover: !single,
+            ..Self::all()
         }
     }
 
@@ -246,6 +262,7 @@ impl Faults {
             (self.partition, "partition"),
             (self.redis_restart, "Redis restart"),
             (self.database_down, "database down"),
+            (self.master_failover, "master failover"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -266,6 +283,114 @@ impl Faults {
             l2_errors: false,
             lost_notices: false,
             database_down: false,
+            master_failover: false,
+        }
+    }
+}
+
+/// The Redis deployment a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One server ([`RedisServer`]).
+    Single,
+    /// Three masters and three replicas ([`RedisCluster`]).
+    Cluster,
+    /// A master, two replicas and three sentinels ([`RedisSentinel`]).
+    Sentinel,
+}
+
+/// A change to the deployment, run on a blocking thread; returns a port.
+type DeploymentChange = Box<dyn FnOnce(&mut Deployment) -> Option<u16> + Send>;
+
+/// The running deployment, with the faults it can undergo.
+enum Deployment {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+    Sentinel(RedisSentinel),
+}
+
+impl Deployment {
+    fn start(topology: Topology) -> Self {
+        match topology {
+            Topology::Single => Self::Single(RedisServer::new()),
+            Topology::Cluster => Self::Cluster(RedisCluster::new()),
+            Topology::Sentinel => Self::Sentinel(RedisSentinel::new()),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Single(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+            Self::Sentinel(sentinel) => sentinel.url(),
+        }
+    }
+
+    /// Freezes a master (the server, a random one of the cluster's, the
+    /// sentinels' master); returns what [`Self::resume`] needs.
+    fn pause(&mut self, random: u64) -> u16 {
+        match self {
+            Self::Single(server) => {
+                server.pause();
+                server.port()
+            }
+            Self::Cluster(cluster) => {
+                let masters = cluster.masters();
+                let port = masters[usize::try_from(random).unwrap_or(0) % masters.len()];
+                cluster.pause(port);
+                port
+            }
+            Self::Sentinel(sentinel) => {
+                let port = sentinel.master_port();
+                sentinel.pause(port);
+                port
+            }
+        }
+    }
+
+    fn resume(&mut self, port: u16) {
+        match self {
+            Self::Single(server) => server.resume(),
+            Self::Cluster(cluster) => cluster.resume(port),
+            Self::Sentinel(sentinel) => sentinel.resume(port),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Self::Single(server) = self {
+            server.stop();
+        }
+    }
+
+    fn start_again(&mut self) {
+        if let Self::Single(server) = self {
+            server.start();
+        }
+    }
+
+    /// Kills a master and returns once a replica took over; returns the
+    /// killed node's port.
+    fn kill_master(&mut self, random: u64) -> Option<u16> {
+        match self {
+            Self::Single(_) => None,
+            Self::Cluster(cluster) => {
+                let slot = u16::try_from(random % 16384).unwrap_or(0);
+                Some(cluster.kill_master_of_slot(slot))
+            }
+            Self::Sentinel(sentinel) => {
+                let port = sentinel.master_port();
+                sentinel.kill_master();
+                Some(port)
+            }
+        }
+    }
+
+    /// Brings a killed node back (it rejoins as a replica).
+    fn restart(&mut self, port: u16) {
+        match self {
+            Self::Single(_) => {}
+            Self::Cluster(cluster) => cluster.restart(port),
+            Self::Sentinel(sentinel) => sentinel.restart(port),
         }
     }
 }
@@ -278,8 +403,26 @@ impl Faults {
 ///
 /// When `redis-server` cannot be started.
 pub async fn run(count: usize, config: Config, faults: Faults, bounds: Bounds) -> Report {
-    let server = Arc::new(Mutex::new(RedisServer::new()));
-    let url = server.lock().unwrap_or_else(PoisonError::into_inner).url();
+    run_on(Topology::Single, count, config, faults, bounds).await
+}
+
+/// [`run`] on the deployment of `topology`.
+///
+/// # Panics
+///
+/// When the deployment cannot be started.
+pub async fn run_on(
+    topology: Topology,
+    count: usize,
+    config: Config,
+    faults: Faults,
+    bounds: Bounds,
+) -> Report {
+    let deployment = tokio::task::spawn_blocking(move || Deployment::start(topology))
+        .await
+        .expect("the deployment starts");
+    let url = deployment.url();
+    let server = Arc::new(Mutex::new(deployment));
     let subject = Arc::new(HybridSubject::new(&url, count, config.clone()));
     let history = Arc::new(History::default());
     // Let every instance connect and subscribe before the clock starts.
@@ -295,13 +438,16 @@ pub async fn run(count: usize, config: Config, faults: Faults, bounds: Bounds) -
     let _ = plan.await;
     // Let replays finish before the last verdict is drawn: nothing to judge
     // happens here, the history is complete.
-    history.judge(bounds, subject.factory_runs())
+    let report = history.judge(bounds, subject.factory_runs());
+    // The guards stop their processes in a blocking drop.
+    let _ = tokio::task::spawn_blocking(move || drop(server)).await;
+    report
 }
 
 /// Injects the faults in turn until the run ends.
 async fn fault_plan(
     subject: Arc<HybridSubject>,
-    server: Arc<Mutex<RedisServer>>,
+    server: Arc<Mutex<Deployment>>,
     history: Arc<History>,
     config: Config,
     faults: Faults,
@@ -317,6 +463,7 @@ async fn fault_plan(
         (faults.partition, FaultKind::Partition),
         (faults.redis_restart, FaultKind::RedisRestart),
         (faults.database_down, FaultKind::DatabaseDown),
+        (faults.master_failover, FaultKind::MasterFailover),
     ]
     .into_iter()
     .filter_map(|(on, kind)| on.then_some(kind))
@@ -341,12 +488,12 @@ async fn fault_plan(
 /// Applies one fault for about `lasting`, then heals it.
 async fn inject(
     subject: &HybridSubject,
-    server: &Arc<Mutex<RedisServer>>,
+    server: &Arc<Mutex<Deployment>>,
     kind: FaultKind,
     lasting: Duration,
     random: &Random,
 ) {
-    let with_server = |f: fn(&mut RedisServer)| {
+    let with_server = |f: DeploymentChange| {
         let server = Arc::clone(server);
         tokio::task::spawn_blocking(move || {
             f(&mut server.lock().unwrap_or_else(PoisonError::into_inner))
@@ -376,9 +523,16 @@ async fn inject(
             }
         }
         FaultKind::RedisHung => {
-            let _ = with_server(RedisServer::pause).await;
+            let pick = u64::try_from(random.below(1 << 16)).unwrap_or(0);
+            let paused = with_server(Box::new(move |d| Some(d.pause(pick)))).await;
             tokio::time::sleep(lasting).await;
-            let _ = with_server(RedisServer::resume).await;
+            if let Ok(Some(port)) = paused {
+                let _ = with_server(Box::new(move |d| {
+                    d.resume(port);
+                    None
+                }))
+                .await;
+            }
         }
         FaultKind::Partition => {
             let i = &subject.instances[random.below(subject.instances.len())];
@@ -390,9 +544,28 @@ async fn inject(
             i.backplane.heal();
         }
         FaultKind::RedisRestart => {
-            let _ = with_server(RedisServer::stop).await;
+            let _ = with_server(Box::new(|d| {
+                d.stop();
+                None
+            }))
+            .await;
             tokio::time::sleep(lasting / 2).await;
-            let _ = with_server(RedisServer::start).await;
+            let _ = with_server(Box::new(|d| {
+                d.start_again();
+                None
+            }))
+            .await;
+        }
+        FaultKind::MasterFailover => {
+            let pick = u64::try_from(random.below(1 << 16)).unwrap_or(0);
+            let killed = with_server(Box::new(move |d| d.kill_master(pick))).await;
+            if let Ok(Some(port)) = killed {
+                let _ = with_server(Box::new(move |d| {
+                    d.restart(port);
+                    None
+                }))
+                .await;
+            }
         }
         FaultKind::DatabaseDown => {
             subject.db.down.store(true, Ordering::Release);

@@ -51,6 +51,9 @@ pub enum FaultKind {
     LostNotices,
     /// The source of truth failing: factories fail, fail-safe serves.
     DatabaseDown,
+    /// A master killed and a replica promoted, with what it had replicated:
+    /// to the instances, a Redis that restarted with part of its data.
+    MasterFailover,
 }
 
 impl FaultKind {
@@ -62,6 +65,7 @@ impl FaultKind {
             FaultKind::L2Errors => "single L2 calls fail or time out",
             FaultKind::LostNotices => "backplane notices lost",
             FaultKind::DatabaseDown => "database down (fail-safe)",
+            FaultKind::MasterFailover => "master killed, replica promoted",
         }
     }
 }
@@ -302,6 +306,7 @@ fn allowance(w: &WriteRecord, faults: &[Fault], bounds: Bounds) -> (Instant, Dur
         }
         match f.kind {
             FaultKind::RedisRestart
+            | FaultKind::MasterFailover
             | FaultKind::RedisHung
             | FaultKind::Partition
             | FaultKind::L2Errors => {

@@ -1,0 +1,96 @@
+//! Forming a [`RedisCluster`]: the command line of its nodes, and `redis-cli
+//! --cluster create`, the operator's tool, rather than `CLUSTER MEET` and
+//! `CLUSTER ADDSLOTS` by hand: the cluster is built the way users build
+//! theirs, replica placement included.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::RedisCluster;
+use crate::node;
+
+/// How long `redis-cli --cluster create` may take.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl RedisCluster {
+    /// Runs `redis-cli --cluster create` on the six fresh nodes.
+    pub(super) fn create(&self) {
+        let output = self.nodes[0].dir().join("cluster-create.log");
+        let outcome = run_cli_create(&output, &self.ports());
+        let printed = std::fs::read_to_string(&output).unwrap_or_default();
+        if let Err(e) = outcome {
+            self.fail(&format!(
+                "redis-cli --cluster create failed: {e}\n{printed}"
+            ));
+        }
+    }
+}
+
+/// The command line of a cluster node; `ports` holds its port and its bus
+/// port.
+pub(super) fn node_args(dir: &Path, ports: &[u16]) -> Vec<String> {
+    let mut args = node::data_node_args(dir, ports[0]);
+    let nodes_conf = dir.join("nodes.conf");
+    // A start that failed on a taken port may have written one for that port.
+    let _ = std::fs::remove_file(&nodes_conf);
+    let nodes_conf = nodes_conf.display().to_string();
+    args.extend(
+        [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &ports[1].to_string(),
+            "--cluster-config-file",
+            &nodes_conf,
+            // Failures detected in about a second, not the default 15.
+            "--cluster-node-timeout",
+            "1000",
+            // A replica may always be promoted, however long its link was
+            // down: a test that restarts nodes should not end with slots no
+            // replica may take over.
+            "--cluster-replica-validity-factor",
+            "0",
+            "--cluster-announce-ip",
+            "127.0.0.1",
+        ]
+        .map(str::to_owned),
+    );
+    args
+}
+
+/// `redis-cli --cluster create` with one replica per master, its output in
+/// `output`, killed after [`CREATE_TIMEOUT`].
+fn run_cli_create(output: &Path, ports: &[u16]) -> Result<(), String> {
+    let file = std::fs::File::create(output)
+        .and_then(|file| Ok((file.try_clone()?, file)))
+        .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
+    let mut child = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(ports.iter().map(|port| format!("127.0.0.1:{port}")))
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .stdout(file.0)
+        .stderr(file.1)
+        .spawn()
+        .map_err(|e| {
+            format!("cannot run redis-cli ({e}): install it (apt-get install redis-tools)")
+        })?;
+    let deadline = Instant::now() + CREATE_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("redis-cli exited with {status}")),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "redis-cli did not finish within {CREATE_TIMEOUT:?}"
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("cannot wait for redis-cli: {e}")),
+        }
+    }
+}

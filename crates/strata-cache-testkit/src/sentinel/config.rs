@@ -1,0 +1,54 @@
+//! The command lines of a [`RedisSentinel`](super::RedisSentinel)'s
+//! processes, and the configuration file of its sentinels.
+
+use std::path::Path;
+
+use super::SERVICE;
+use crate::node::{self, Node};
+
+/// The command line of a data node. Every node announces 127.0.0.1, the
+/// address the sentinels and clients must use, whatever address its
+/// connection to the master comes from.
+pub(super) fn data_args(dir: &Path, ports: &[u16]) -> Vec<String> {
+    let mut args = node::data_node_args(dir, ports[0]);
+    args.extend(["--replica-announce-ip", "127.0.0.1"].map(str::to_owned));
+    args
+}
+
+/// `--replicaof 127.0.0.1 <master>`: the arguments that make a data node a
+/// replica.
+pub(super) fn replicaof(master: u16) -> [String; 3] {
+    [
+        "--replicaof".to_owned(),
+        "127.0.0.1".to_owned(),
+        master.to_string(),
+    ]
+}
+
+/// Writes a sentinel's configuration file and returns its command line.
+pub(super) fn sentinel_args(dir: &Path, port: u16, master: u16) -> Vec<String> {
+    let conf = dir.join("sentinel.conf");
+    let log = Node::log_path_in(dir);
+    // Addresses stay IP literals (resolve-hostnames no): nothing to resolve,
+    // nothing to time out on. A 1 s down-after makes the master's death
+    // noticed quickly; the 5 s failover timeout bounds a stuck attempt;
+    // parallel-syncs 2 lets both replicas follow the new master at once.
+    let text = format!(
+        "port {port}\n\
+         bind 127.0.0.1\n\
+         protected-mode no\n\
+         daemonize no\n\
+         dir \"{dir}\"\n\
+         logfile \"{log}\"\n\
+         sentinel resolve-hostnames no\n\
+         sentinel announce-hostnames no\n\
+         sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n\
+         sentinel down-after-milliseconds {SERVICE} 1000\n\
+         sentinel failover-timeout {SERVICE} 5000\n\
+         sentinel parallel-syncs {SERVICE} 2\n",
+        dir = dir.display(),
+        log = log.display(),
+    );
+    std::fs::write(&conf, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
+    vec![conf.display().to_string(), "--sentinel".to_owned()]
+}
