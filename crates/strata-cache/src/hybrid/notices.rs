@@ -9,7 +9,9 @@
 //!   heartbeat's that it never received knows it lost a notice: a gap, and
 //!   its L1 becomes suspect (see `order`). Concurrent publishes may arrive out
 //!   of order, which is why holes are judged at heartbeats, not at each
-//!   notice. A sender whose numbers go back has restarted: a gap too.
+//!   notice; a heartbeat that arrives after a higher notice is late and
+//!   tells nothing. A sender whose notice numbers go back has restarted: a
+//!   gap too.
 //! - This instance hears its own messages too. A heartbeat of ours not heard
 //!   back within the trust window means our subscription or our connection is
 //!   dead, or Redis is hung: we are *cut off*. While cut off, L1 is not served
@@ -272,11 +274,14 @@ impl Notices {
             }
             Some(peer) => {
                 peer.heard_ms = now;
-                let restarted = if heartbeat {
-                    n < peer.seen.through
-                } else {
-                    n <= peer.seen.through
-                };
+                // A heartbeat below what we hold is late, not a restart: it
+                // was numbered while a notice was being published, and that
+                // notice overtook it. A restart shows at the sender's next
+                // notice, whose number goes back.
+                if heartbeat && n < peer.seen.through {
+                    return Heard::Peer { gap: false };
+                }
+                let restarted = !heartbeat && n <= peer.seen.through;
                 if restarted {
                     peer.seen = start(n);
                     true
@@ -360,6 +365,22 @@ mod tests {
         assert_eq!(n.heard(&from("a", 2, evict())), Heard::Peer { gap: false });
         assert_eq!(n.heard(&from("a", 1, evict())), Heard::Peer { gap: true });
         assert_eq!(n.heard(&from("a", 2, evict())), Heard::Peer { gap: false });
+    }
+
+    #[test]
+    fn a_heartbeat_overtaken_by_a_notice_is_late_not_a_restart() {
+        let n = notices();
+        let beat = |seq| from("a", seq, BackplaneMessage::Heartbeat);
+        assert_eq!(n.heard(&from("a", 1, evict())), Heard::Peer { gap: false });
+        assert_eq!(n.heard(&from("a", 2, evict())), Heard::Peer { gap: false });
+        // Numbered 1 while notice 2 was being published; arrives after it.
+        assert_eq!(n.heard(&beat(1)), Heard::Peer { gap: false });
+        assert_eq!(n.heard(&beat(2)), Heard::Peer { gap: false });
+        assert_eq!(n.heard(&from("a", 3, evict())), Heard::Peer { gap: false });
+        assert_eq!(n.heard(&beat(3)), Heard::Peer { gap: false });
+        // A hole is still found.
+        assert_eq!(n.heard(&from("a", 5, evict())), Heard::Peer { gap: false });
+        assert_eq!(n.heard(&beat(4)), Heard::Peer { gap: true }, "4 was lost");
     }
 
     #[test]
