@@ -1,8 +1,8 @@
-//! Two HybridCache instances over one Redis deployment (L1 + RedisCache as L2
-//! + RedisBackplane): every write path of one instance reaches the other's
-//! L1. On the shared Redis by default; `REDIS_URL` runs the same tests on a
-//! cluster (`redis+cluster://...`, sharded pub/sub) or on the master the
-//! sentinels name (`redis+sentinel://...`), as `.ci/run` does.
+//! Two HybridCache instances over one Redis deployment, with RedisCache as
+//! L2 and RedisBackplane: every write path of one instance reaches the
+//! other's L1. On the shared Redis by default; `REDIS_URL` runs the same
+//! tests on a cluster (`redis+cluster://...`, sharded pub/sub) or on the
+//! master the sentinels name (`redis+sentinel://...`), as `.ci/run` does.
 
 mod common;
 

@@ -7,14 +7,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
 use strata_cache::{DistributedCache, EntryOptions};
 use strata_cache_redis::{RedisCache, RedisCacheOptions};
 use strata_cache_testkit::RedisServer;
 
 /// Calls of `command` that ran without error since the last `CONFIG
 /// RESETSTAT` (an `EVALSHA` of a script the server did not know yet fails).
-async fn calls(raw: &mut MultiplexedConnection, command: &str) -> u64 {
+async fn calls(raw: &mut common::Raw, command: &str) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(raw)
@@ -33,7 +32,7 @@ async fn calls(raw: &mut MultiplexedConnection, command: &str) -> u64 {
     stat("calls=") - stat("failed_calls=")
 }
 
-async fn reset_stats(raw: &mut MultiplexedConnection) {
+async fn reset_stats(raw: &mut common::Raw) {
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(raw)
