@@ -25,7 +25,9 @@ use strata_cache::{
     DistributedCache, EntryOptions, Error, ErrorKind, Result, Version, Versioned, validate_key,
 };
 
-use crate::layout::{NEXT_STAMP_SCRIPT, REFRESH_SCRIPT, SET_IF_VERSION_SCRIPT, ticks_of};
+use crate::layout::{
+    NEXT_STAMP_SCRIPT, REFRESH_SCRIPT, SET_IF_VERSION_SCRIPT, WRITE_SCRIPT, ticks_of,
+};
 use crate::link::Link;
 use crate::options::RedisCacheOptions;
 
@@ -69,6 +71,8 @@ struct Inner {
     sliding: read::SlidingHints,
     refresh_script: Script,
     set_if_version_script: Script,
+    /// `set` and `remove` on a cluster.
+    write_script: Script,
     next_stamp_script: Script,
 }
 
@@ -110,6 +114,7 @@ impl RedisCache {
                 sliding: read::SlidingHints::new(),
                 refresh_script: Script::new(REFRESH_SCRIPT),
                 set_if_version_script: Script::new(SET_IF_VERSION_SCRIPT),
+                write_script: Script::new(WRITE_SCRIPT),
                 next_stamp_script: Script::new(NEXT_STAMP_SCRIPT),
             }),
         })

@@ -97,6 +97,50 @@ end
 return 0
 ";
 
+/// Lua shared by the scripts that write an entry: `store(key, fields, ttl)`
+/// makes `key` a hash of exactly `fields` (name, value, ...) that expires
+/// after `ttl` milliseconds (`''`: never). It overwrites and then drops
+/// fields instead of deleting the key first: on a cluster, a script may not
+/// touch a key that is missing from a slot being migrated, and a key it
+/// deleted itself counts as missing. A key of another type is deleted.
+macro_rules! store_lua {
+    () => {
+        r"
+local function store(key, fields, ttl)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
+  redis.call('HSET', key, unpack(fields))
+  local keep = {}
+  for i = 1, #fields, 2 do keep[fields[i]] = true end
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    if not keep[f] then redis.call('HDEL', key, f) end
+  end
+  if ttl ~= '' then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+end
+"
+    };
+}
+
+/// Stores an entry, or a tombstone, whatever the key held: what `set` and
+/// `remove` do as one `MULTI`/`EXEC` transaction on a single server. On a
+/// cluster they run this script instead, because a slot redirection (`MOVED`
+/// during a failover, `ASK` during a migration) aborts a transaction as a
+/// whole, and the client follows redirections of single commands only.
+/// `KEYS[1]` is the entry; `ARGV[1]` the new version, `ARGV[2]` `absexp`,
+/// `ARGV[3]` `sldexp`, `ARGV[4]` the value, `ARGV[5]` the TTL in
+/// milliseconds (`''`: none). With `ARGV[2]` empty it writes a tombstone.
+pub const WRITE_SCRIPT: &str = concat!(
+    store_lua!(),
+    r"
+if ARGV[2] == '' then
+  store(KEYS[1], {'ver', ARGV[1]}, ARGV[5])
+else
+  store(KEYS[1], {'absexp', ARGV[2], 'sldexp', ARGV[3], 'data', ARGV[4], 'ver', ARGV[1]}, ARGV[5])
+end
+return 1
+"
+);
+
 /// Stores an entry only if the key's version is still the expected one.
 /// `KEYS[1]` is the entry; `ARGV[1]` the expected version (`''`: the key must
 /// not exist), `ARGV[2]` the new version, `ARGV[3]` `absexp`, `ARGV[4]`
@@ -104,21 +148,22 @@ return 0
 /// none). With `ARGV[3]` empty it writes a tombstone (the version alone)
 /// instead: what a failed version-checked write leaves. Returns 1 when
 /// stored, 0 when the version changed (a key of another type has none).
-pub const SET_IF_VERSION_SCRIPT: &str = r"
+pub const SET_IF_VERSION_SCRIPT: &str = concat!(
+    store_lua!(),
+    r"
 if ARGV[1] == '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 elseif redis.pcall('HGET', KEYS[1], 'ver') ~= ARGV[1] then
   return 0
 end
-redis.call('DEL', KEYS[1])
 if ARGV[3] == '' then
-  redis.call('HSET', KEYS[1], 'ver', ARGV[2])
+  store(KEYS[1], {'ver', ARGV[2]}, ARGV[6])
 else
-  redis.call('HSET', KEYS[1], 'absexp', ARGV[3], 'sldexp', ARGV[4], 'data', ARGV[5], 'ver', ARGV[2])
+  store(KEYS[1], {'absexp', ARGV[3], 'sldexp', ARGV[4], 'data', ARGV[5], 'ver', ARGV[2]}, ARGV[6])
 end
-if ARGV[6] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
 return 1
-";
+"
+);
 
 /// Advances a stamp record: the new stamp is `max(old + 1, server time in
 /// µs)`, written as the entry's `data` in decimal, with no logical expiry and
@@ -126,7 +171,9 @@ return 1
 /// string. A key whose `data` is not a number is left alone with a `NOTSTAMP`
 /// error. Lua numbers are doubles: microseconds since 1970 stay exact until
 /// the year 2255.
-pub const NEXT_STAMP_SCRIPT: &str = r"
+pub const NEXT_STAMP_SCRIPT: &str = concat!(
+    store_lua!(),
+    r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local raw = redis.call('HGET', KEYS[1], 'data')
@@ -136,11 +183,10 @@ if raw then
   if cur == nil then return redis.error_reply('NOTSTAMP the key holds a value that is not a stamp') end
 end
 local stamp = string.format('%d', math.max(cur + 1, now))
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'absexp', '-1', 'sldexp', '-1', 'data', stamp, 'ver', stamp)
-if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+store(KEYS[1], {'absexp', '-1', 'sldexp', '-1', 'data', stamp, 'ver', stamp}, ARGV[1])
 return stamp
-";
+"
+);
 
 #[cfg(test)]
 mod tests {

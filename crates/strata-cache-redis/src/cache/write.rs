@@ -3,7 +3,10 @@
 //! it was meant to replace.
 //!
 //! `set` and `remove` are one `MULTI`/`EXEC` transaction each, which first
-//! unlinks the key (with its TTL and any foreign type or extra fields);
+//! unlinks the key (with its TTL and any foreign type or extra fields); on a
+//! cluster, one script each that does the same
+//! ([`WRITE_SCRIPT`](crate::layout::WRITE_SCRIPT)), since the client follows
+//! slot redirections of single commands but not of transactions.
 //! `set_if_version` is one script. A write refused before it reaches Redis
 //! (a value too large, invalid options) removes the key before returning the
 //! error, and so does a `set` Redis refuses (out of memory under
@@ -42,30 +45,26 @@ impl RedisCache {
             Ok(fields) => fields,
             Err(error) => return self.remove_after_failed_write(&key, error).await,
         };
-        // One transaction: the old entry goes (with its TTL and any foreign
-        // type or extra fields), the new one comes with its own TTL or none,
-        // and a new version.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("UNLINK").arg(&key).ignore();
-        pipe.cmd("HSET")
-            .arg(&key)
-            .arg(ABSOLUTE_FIELD)
-            .arg(absolute)
-            .arg(SLIDING_FIELD)
-            .arg(sliding)
-            .arg(DATA_FIELD)
-            .arg(value.as_ref())
-            .arg(VERSION_FIELD)
-            .arg(new_version())
-            .ignore();
-        if let Some(ttl) = ttl {
-            pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-        }
+        // One transaction (a script on a cluster): the old entry goes, the
+        // new one comes with a new version.
+        let version = new_version();
+        let fields = EntryFields {
+            absolute,
+            sliding,
+            value: &value,
+        };
+        let script = &self.inner.write_script;
         self.inner
             .link
             .run("set", |mut conn| async move {
-                let result = pipe.query_async::<()>(&mut conn).await;
+                let result = if conn.is_cluster() {
+                    let cmd = write_cmd(script, &key, version, Some(fields), ttl);
+                    eval_sha::<()>(&mut conn, script, &cmd).await
+                } else {
+                    entry(&key, version, &fields, ttl)
+                        .query_async::<()>(&mut conn)
+                        .await
+                };
                 if let Err(error) = &result
                     && refused_by_server(error)
                 {
@@ -83,11 +82,23 @@ impl RedisCache {
 
     /// `remove` of `key` (a full Redis key): a tombstone.
     pub(super) async fn write_tombstone(&self, key: String) -> Result<()> {
-        let pipe = tombstone(&key);
+        self.tombstone(&key).await
+    }
+
+    /// Replaces whatever `key` held by a tombstone.
+    async fn tombstone(&self, key: &str) -> Result<()> {
+        let version = new_version();
+        let script = &self.inner.write_script;
         self.inner
             .link
             .run("remove", |mut conn| async move {
-                pipe.query_async::<()>(&mut conn).await
+                if conn.is_cluster() {
+                    let ttl = Some(ttl_millis(TOMBSTONE_TTL));
+                    let cmd = write_cmd(script, key, version, None, ttl);
+                    eval_sha::<()>(&mut conn, script, &cmd).await
+                } else {
+                    tombstone(key, version).query_async::<()>(&mut conn).await
+                }
             })
             .await
     }
@@ -164,15 +175,7 @@ impl RedisCache {
     /// in place of the value the caller meant to store, so it is removed as
     /// [`remove`](strata_cache::DistributedCache::remove) does. Returns `error`.
     async fn remove_after_failed_write(&self, key: &str, error: Error) -> Result<()> {
-        let pipe = tombstone(key);
-        if let Err(removal) = self
-            .inner
-            .link
-            .run("remove", |mut conn| async move {
-                pipe.query_async::<()>(&mut conn).await
-            })
-            .await
-        {
+        if let Err(removal) = self.tombstone(key).await {
             warn_not_removed(key, &removal);
         }
         Err(error)
@@ -261,16 +264,67 @@ fn set_if_version_cmd(
     cmd
 }
 
-/// The transaction of a removal: the key holds only a new version, for
+/// The transaction of a `set`: the old entry goes (with its TTL and any
+/// foreign type or extra fields), the new one comes with `version` and its
+/// own TTL or none.
+fn entry(key: &str, version: u64, fields: &EntryFields<'_>, ttl: Option<u64>) -> Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("UNLINK").arg(key).ignore();
+    pipe.cmd("HSET")
+        .arg(key)
+        .arg(ABSOLUTE_FIELD)
+        .arg(fields.absolute)
+        .arg(SLIDING_FIELD)
+        .arg(fields.sliding)
+        .arg(DATA_FIELD)
+        .arg(fields.value.as_ref())
+        .arg(VERSION_FIELD)
+        .arg(version)
+        .ignore();
+    if let Some(ttl) = ttl {
+        pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+    }
+    pipe
+}
+
+/// The `EVALSHA` of [`WRITE_SCRIPT`](crate::layout::WRITE_SCRIPT): `key`
+/// holds `fields` (a tombstone when `None`) with `version`, for `ttl`
+/// milliseconds (for ever when `None`).
+fn write_cmd(
+    script: &Script,
+    key: &str,
+    version: u64,
+    fields: Option<EntryFields<'_>>,
+    ttl: Option<u64>,
+) -> Cmd {
+    let mut cmd = Cmd::new();
+    cmd.arg("EVALSHA")
+        .arg(script.get_hash())
+        .arg(1)
+        .arg(key)
+        .arg(version);
+    match fields {
+        Some(fields) => cmd
+            .arg(fields.absolute)
+            .arg(fields.sliding)
+            .arg(fields.value.as_ref()),
+        None => cmd.arg("").arg("").arg(""),
+    };
+    cmd.arg(ttl.map_or(String::new(), |t| t.to_string()));
+    cmd
+}
+
+/// The transaction of a removal: the key holds only `version`, for
 /// [`TOMBSTONE_TTL`].
-fn tombstone(key: &str) -> Pipeline {
+fn tombstone(key: &str, version: u64) -> Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic();
     pipe.cmd("UNLINK").arg(key).ignore();
     pipe.cmd("HSET")
         .arg(key)
         .arg(VERSION_FIELD)
-        .arg(new_version())
+        .arg(version)
         .ignore();
     pipe.cmd("PEXPIRE")
         .arg(key)
