@@ -66,6 +66,26 @@ pub(crate) fn from_redis(err: RedisError, target: &str) -> Error {
                  Strata needs Redis 6 or later"
             ),
         ),
+        (
+            redis::ErrorKind::MasterNameNotFoundBySentinel
+            | redis::ErrorKind::NoValidReplicasFoundBySentinel,
+            _,
+        ) => (
+            ErrorKind::Unavailable,
+            format!(
+                "the sentinels of {target} name no reachable master (a failover may be                  under way); reconnecting in the background: check the service name"
+            ),
+        ),
+        (
+            redis::ErrorKind::Server(ServerErrorKind::ClusterDown | ServerErrorKind::TryAgain)
+            | redis::ErrorKind::ClusterConnectionNotFound,
+            _,
+        ) => (
+            ErrorKind::Unavailable,
+            format!(
+                "the Redis Cluster at {target} does not serve this key's slot now (a                  failover or a resharding may be under way)"
+            ),
+        ),
         (redis::ErrorKind::Server(ServerErrorKind::BusyLoading), _) => (
             ErrorKind::Unavailable,
             format!("Redis at {target} is loading its data set; retry in a moment"),

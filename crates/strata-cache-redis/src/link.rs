@@ -20,16 +20,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, Pipeline, PushInfo, PushKind, RedisFuture,
-    RedisResult, ServerErrorKind, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, PushInfo,
+    PushKind, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 use strata_cache::{Error, ErrorKind, Result};
 use tokio::sync::{Notify, watch};
@@ -127,6 +128,12 @@ struct Shared {
     /// Wakes the task after `lost_generation` changed.
     lost: Notify,
     target: String,
+    /// With sentinels: the master a `+switch-master` announced, to connect
+    /// to at the next attempt instead of asking the sentinels (the one that
+    /// led the failover may still name the old master for a while).
+    announced: Mutex<Option<(String, u16)>>,
+    /// With sentinels: the master of the current connection.
+    connected_to: Mutex<Option<(String, u16)>>,
     /// True for a cluster connection, which reconnects to its nodes by itself:
     /// a failed call never makes the task rebuild it.
     self_healing: bool,
@@ -140,6 +147,28 @@ impl Shared {
     fn report_lost(&self, generation: u64) {
         self.lost_generation.fetch_max(generation, Ordering::AcqRel);
         self.lost.notify_one();
+    }
+
+    /// The sentinels announced `master`: unless the current connection is to
+    /// it already, drop that connection and connect to `master` next.
+    fn switched(&self, master: (String, u16)) {
+        if self
+            .connected_to
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            == Some(&master)
+        {
+            return;
+        }
+        tracing::warn!(target = %self.target, host = %master.0, port = master.1, "the sentinels switched the master; reconnecting to the new one");
+        *self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(master);
+        if let State::Up { generation, .. } = &*self.state.borrow() {
+            self.report_lost(*generation);
+        }
     }
 
     /// Returns once the connection of `generation` was reported dead.
@@ -193,6 +222,8 @@ impl Link {
         let connector = Connector::new(endpoint).map_err(|e| error::from_redis(e, &target))?;
         let shared = Arc::new(Shared {
             self_healing: matches!(connector, Connector::Cluster(_)),
+            announced: Mutex::new(None),
+            connected_to: Mutex::new(None),
             state: watch::Sender::new(State::Connecting),
             lost_generation: AtomicU64::new(0),
             lost: Notify::new(),
@@ -325,6 +356,7 @@ enum Connector {
         sentinels: Vec<ConnectionInfo>,
         service: String,
         node: SentinelNodeConnectionInfo,
+        master: Box<ConnectionInfo>,
     },
 }
 
@@ -337,17 +369,26 @@ impl Connector {
                 sentinels,
                 service,
                 node,
+                master,
             } => Self::Sentinel {
                 sentinel: Sentinel::build(sentinels.clone())?,
                 sentinels,
                 service,
                 node,
+                master: Box::new(master),
             },
         })
     }
 
-    /// A new connection whose pushes go to `push`.
-    async fn connect<P>(&mut self, connect_timeout: Duration, push: P) -> RedisResult<Conn>
+    /// A new connection whose pushes go to `push`, and, with sentinels, the
+    /// master it is connected to: `announced` when given, else the one the
+    /// sentinels name.
+    async fn connect<P>(
+        &mut self,
+        connect_timeout: Duration,
+        push: P,
+        announced: Option<(String, u16)>,
+    ) -> RedisResult<(Conn, Option<(String, u16)>)>
     where
         P: Fn(PushInfo) -> std::result::Result<(), ()> + Send + Sync + 'static,
     {
@@ -363,40 +404,84 @@ impl Connector {
             Self::Single(client) => client
                 .get_multiplexed_async_connection_with_config(&config(push))
                 .await
-                .map(Conn::Single),
+                .map(|conn| (Conn::Single(conn), None)),
             Self::Cluster(seeds) => {
                 let client = ClusterClient::builder(seeds.clone())
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .connection_timeout(connect_timeout)
                     .push_sender(move |info| push(info).map_err(|()| redis::aio::SendError))
                     .build()?;
-                client.get_async_connection().await.map(Conn::Cluster)
+                let conn = client.get_async_connection().await?;
+                Ok((Conn::Cluster(conn), None))
             }
             Self::Sentinel {
                 sentinel,
                 service,
                 node,
+                master,
                 ..
             } => {
-                let client = sentinel.async_master_for(service, Some(node)).await?;
-                client
+                let client = match announced {
+                    Some((host, port)) => Client::open(at(master, host, port))?,
+                    None => sentinel.async_master_for(service, Some(node)).await?,
+                };
+                let address = match client.get_connection_info().addr() {
+                    ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                        Some((host.clone(), *port))
+                    }
+                    _ => None,
+                };
+                let conn = client
                     .get_multiplexed_async_connection_with_config(&config(push))
-                    .await
-                    .map(Conn::Single)
+                    .await?;
+                Ok((Conn::Single(conn), address))
             }
         }
     }
 }
 
-/// Watches the sentinels' `+switch-master` events for `service`: the link
-/// then drops its connection to the old master and asks the sentinels for the
-/// new one, even when the old master is still up (a manual or partial
-/// failover, where it keeps answering reads as a replica). A connection that
-/// dies is caught by the link itself; this catches the one that does not.
+/// `template`'s settings (credentials, database, TLS) for the server at
+/// `host:port`.
+fn at(template: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
+    let addr = match template.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    template.clone().set_addr(addr)
+}
+
+/// Watches every sentinel's `+switch-master` events for `service`: the link
+/// then drops its connection to the old master and connects to the one the
+/// event names, even when the old master is still up (a manual or partial
+/// failover, where it keeps accepting writes until the sentinels reconfigure
+/// it, seconds later). Every sentinel is watched because they announce a
+/// switch at different times: the one that led the failover announces it
+/// last, about a second after the others. A connection that dies is caught
+/// by the link itself; this catches the one that does not.
 async fn watch_sentinels(shared: Weak<Shared>, sentinels: Vec<ConnectionInfo>, service: String) {
     let prefix = format!("{service} ");
+    join_all(
+        sentinels
+            .into_iter()
+            .map(|info| watch_sentinel(shared.clone(), info, &prefix)),
+    )
+    .await;
+}
+
+/// [`watch_sentinels`] for one sentinel, reconnecting to it while the link
+/// lives.
+async fn watch_sentinel(shared: Weak<Shared>, info: ConnectionInfo, prefix: &str) {
     let mut delay = RECONNECT_MIN_DELAY;
-    for info in sentinels.iter().cycle() {
+    loop {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(RECONNECT_MAX_DELAY * 5))
@@ -416,19 +501,13 @@ async fn watch_sentinels(shared: Weak<Shared>, sentinels: Vec<ConnectionInfo>, s
                 if push.kind == PushKind::Disconnection {
                     break;
                 }
-                let switched = push.kind == PushKind::Message
-                    && matches!(push.data.get(1), Some(Value::BulkString(event))
-                        if event.starts_with(prefix.as_bytes()));
-                if !switched {
+                let Some(new_master) = switched_master(&push, prefix) else {
                     continue;
-                }
+                };
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                if let State::Up { generation, .. } = &*shared.state.borrow() {
-                    tracing::warn!(target = %shared.target, "the sentinels switched the master; reconnecting");
-                    shared.report_lost(*generation);
-                }
+                shared.switched(new_master);
             }
         }
         if shared.strong_count() == 0 {
@@ -436,6 +515,24 @@ async fn watch_sentinels(shared: Weak<Shared>, sentinels: Vec<ConnectionInfo>, s
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+    }
+}
+
+/// The new master of a `+switch-master` message for the service of `prefix`
+/// (`"<service> "`): the payload is `<service> <old-ip> <old-port> <new-ip>
+/// <new-port>`.
+fn switched_master(push: &PushInfo, prefix: &str) -> Option<(String, u16)> {
+    if push.kind != PushKind::Message {
+        return None;
+    }
+    let Some(Value::BulkString(event)) = push.data.get(1) else {
+        return None;
+    };
+    let event = std::str::from_utf8(event).ok()?;
+    let fields: Vec<&str> = event.strip_prefix(prefix)?.split(' ').collect();
+    match fields.as_slice() {
+        [_, _, host, port] => Some(((*host).to_owned(), port.parse().ok()?)),
+        _ => None,
     }
 }
 
@@ -517,8 +614,17 @@ async fn connect(
         Ok(())
     };
     let target = &shared.target;
+    let announced = shared
+        .announced
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
     let attempt = async {
-        let conn = connector.connect(connect_timeout, push).await?;
+        let (conn, master) = connector.connect(connect_timeout, push, announced).await?;
+        *shared
+            .connected_to
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = master;
         if let Some(on_connect) = on_connect {
             on_connect(conn.clone(), reconnect).await?;
         }
@@ -528,5 +634,40 @@ async fn connect(
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(error::from_redis(e, target)),
         Err(_) => Err(error::connect_timeout(target, connect_timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &str) -> PushInfo {
+        PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                Value::BulkString(b"+switch-master".to_vec()),
+                Value::BulkString(payload.as_bytes().to_vec()),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_switch_of_our_service_names_the_new_master() {
+        let switched = message("orders 10.0.0.1 6379 10.0.0.2 6380");
+        assert_eq!(
+            switched_master(&switched, "orders "),
+            Some(("10.0.0.2".to_owned(), 6380))
+        );
+        // Another service, a prefix of ours, a malformed event.
+        assert_eq!(switched_master(&switched, "order "), None);
+        assert_eq!(
+            switched_master(&message("ordersx 1 2 3 4"), "orders "),
+            None
+        );
+        assert_eq!(switched_master(&message("orders 1 2 3"), "orders "), None);
+        assert_eq!(
+            switched_master(&message("orders a b c port"), "orders "),
+            None
+        );
     }
 }

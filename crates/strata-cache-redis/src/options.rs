@@ -205,6 +205,7 @@ impl RedisCacheOptions {
                         sentinels,
                         service: service.to_owned(),
                         node: node_settings,
+                        master: node,
                     },
                     target,
                 ))
@@ -224,6 +225,9 @@ pub(crate) enum Endpoint {
         sentinels: Vec<ConnectionInfo>,
         service: String,
         node: SentinelNodeConnectionInfo,
+        /// The data nodes' settings (credentials, database, TLS) with a
+        /// placeholder address: a master the sentinels announced gets them.
+        master: ConnectionInfo,
     },
 }
 
