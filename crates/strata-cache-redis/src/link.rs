@@ -300,8 +300,11 @@ impl Link {
             let (conn, generation) = self.connection().await?;
             op(conn).await.map_err(|e| {
                 // READONLY: the server was a master and is a replica now
-                // (a failover the sentinels made): ask them again.
-                let demoted = e.kind() == redis::ErrorKind::Server(ServerErrorKind::ReadOnly);
+                // (a failover the sentinels made); NOREPLICAS: it lost its
+                // replicas (`min-replicas-to-write`), which a failover also
+                // takes away: ask the sentinels again.
+                let demoted = e.kind() == redis::ErrorKind::Server(ServerErrorKind::ReadOnly)
+                    || e.code() == Some("NOREPLICAS");
                 if !shared.self_healing
                     && (e.is_unrecoverable_error() || e.is_connection_dropped() || demoted)
                 {

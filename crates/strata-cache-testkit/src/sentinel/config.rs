@@ -8,10 +8,24 @@ use crate::node::{self, Node};
 
 /// The command line of a data node. Every node announces 127.0.0.1, the
 /// address the sentinels and clients must use, whatever address its
-/// connection to the master comes from.
+/// connection to the master comes from. A master refuses writes
+/// (`NOREPLICAS`) while no replica has acknowledged it within 2 s, as the
+/// docs recommend for a cache on Sentinel: a master that froze or was cut
+/// off, and was replaced meanwhile, then loses no acknowledged write when it
+/// comes back and is turned into a replica.
 pub(super) fn data_args(dir: &Path, ports: &[u16]) -> Vec<String> {
     let mut args = node::data_node_args(dir, ports[0]);
-    args.extend(["--replica-announce-ip", "127.0.0.1"].map(str::to_owned));
+    args.extend(
+        [
+            "--replica-announce-ip",
+            "127.0.0.1",
+            "--min-replicas-to-write",
+            "1",
+            "--min-replicas-max-lag",
+            "2",
+        ]
+        .map(str::to_owned),
+    );
     args
 }
 
