@@ -18,8 +18,16 @@ pub(crate) fn from_redis(err: RedisError, target: &str) -> Error {
         .clone()
         .into_server_errors()
         .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM"));
+    // A cluster connection whose seeds all refused the credentials reports
+    // one I/O error, the nodes' answers only in its text.
+    let text = err.to_string();
+    let refused = ["WRONGPASS", "NOAUTH"]
+        .into_iter()
+        .find(|code| err.code().is_none() && text.contains(code));
     let code = if out_of_memory {
         "OOM"
+    } else if let Some(code) = refused {
+        code
     } else {
         err.code().unwrap_or("")
     };

@@ -11,7 +11,8 @@
 //! - [`RedisCluster`] and [`RedisSentinel`]: the same for the two
 //!   high-availability deployments: a Redis Cluster of 3 masters and 3
 //!   replicas, and a master with 2 replicas under 3 sentinels; with
-//!   failover, restart and (cluster) live slot migration on demand.
+//!   failover, restart and (cluster) live slot migration on demand, and
+//!   (`with_password`) data nodes that require a password.
 //!
 //! - [`conformance::run_at_capacity`] and [`conformance::run_with_foreign`]:
 //!   the same checks on a cache small enough to fill, and where other

@@ -229,8 +229,12 @@ impl Node {
         self.paused = false;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if resp::call(self.port, &["PING"]).is_ok() {
-                return Ok(());
+            // `-NOAUTH`: up, and protected by a password, which the node's
+            // owner knows and this readiness check does not need.
+            match resp::call(self.port, None, &["PING"]) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.contains("-NOAUTH") => return Ok(()),
+                Err(_) => {}
             }
             let exited = self
                 .child
@@ -268,10 +272,15 @@ impl Drop for Node {
 /// The command line of a data node without persistence: its port on
 /// 127.0.0.1, its directory, its logfile, and replication that starts at once
 /// (diskless, without the default 5 s wait for more replicas to join).
-pub(crate) fn data_node_args(dir: &Path, port: u16) -> Vec<String> {
+///
+/// With a `password`, clients must authenticate (`--requirepass`) and so
+/// must the node when it replicates from a master (`--masterauth`): every
+/// data node of a deployment shares the password, as any of them may become
+/// a master.
+pub(crate) fn data_node_args(dir: &Path, port: u16, password: Option<&str>) -> Vec<String> {
     let dir_arg = dir.display().to_string();
     let log = Node::log_path_in(dir).display().to_string();
-    [
+    let mut args: Vec<String> = [
         "--port",
         &port.to_string(),
         "--bind",
@@ -292,7 +301,46 @@ pub(crate) fn data_node_args(dir: &Path, port: u16) -> Vec<String> {
         "0",
     ]
     .map(str::to_owned)
-    .to_vec()
+    .to_vec();
+    if let Some(password) = password {
+        for option in ["--requirepass", "--masterauth"] {
+            args.push(option.to_owned());
+            args.push(password.to_owned());
+        }
+    }
+    args
+}
+
+/// Checks a password given to a deployment guard.
+///
+/// # Panics
+///
+/// When it is empty (`requirepass ""` turns authentication off) or starts
+/// with `--` (`redis-server` would read it as the next option).
+pub(crate) fn check_password(guard: &str, password: &str) {
+    assert!(
+        !password.is_empty() && !password.starts_with("--"),
+        "{guard}::with_password: the password must not be empty nor start with `--`"
+    );
+}
+
+/// The user-info part of a URL for `password` (`:<password>@`, the password
+/// percent-encoded), or nothing without one.
+pub(crate) fn url_credentials(password: Option<&str>) -> String {
+    let Some(password) = password else {
+        return String::new();
+    };
+    let mut encoded = String::with_capacity(password.len());
+    for byte in password.bytes() {
+        // RFC 3986's unreserved characters stand for themselves; everything
+        // else (`@`, `:`, `/`, `%`, non-ASCII) is escaped.
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!(":{encoded}@")
 }
 
 /// `n` distinct ports that were free a moment ago: all listeners are held
@@ -348,6 +396,16 @@ mod tests {
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 12);
+    }
+
+    #[test]
+    fn passwords_are_percent_encoded_in_urls() {
+        assert_eq!(url_credentials(None), "");
+        assert_eq!(url_credentials(Some("s3cret-_.~")), ":s3cret-_.~@");
+        assert_eq!(
+            url_credentials(Some("p@ss:w/rd%é")),
+            ":p%40ss%3Aw%2Frd%25%C3%A9@"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! [`RedisSentinel`](crate::RedisSentinel)).
 //!
 //! It sends one command and reads one reply, with every step bounded by a
-//! timeout, so a guard never hangs on a node that stopped answering. It is not
+//! timeout, so a guard never hangs on a node that stopped answering. On a
+//! password-protected node a connection authenticates first (`AUTH`). It is not
 //! a client for tests to use: no pipelining, no RESP3, no redirections (an
 //! `-ASK` or `-MOVED` is an error like any other). A `redis-cli` subprocess
 //! would do the same at the cost of parsing its human-oriented output and of a
@@ -63,8 +64,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Connects to `127.0.0.1:port`.
-    pub(crate) fn open(port: u16) -> Result<Self, String> {
+    /// Connects to `127.0.0.1:port`, and authenticates with `password`
+    /// (`AUTH <password>`) when there is one.
+    pub(crate) fn open(port: u16, password: Option<&str>) -> Result<Self, String> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
             .map_err(|e| format!("cannot connect to 127.0.0.1:{port}: {e}"))?;
@@ -74,10 +76,14 @@ impl Conn {
             .and_then(|()| stream.set_write_timeout(timeout))
             .and_then(|()| stream.set_nodelay(true))
             .map_err(|e| format!("cannot configure the connection to 127.0.0.1:{port}: {e}"))?;
-        Ok(Self {
+        let mut conn = Self {
             port,
             stream: BufReader::new(stream),
-        })
+        };
+        if let Some(password) = password {
+            conn.call(&["AUTH", password])?;
+        }
+        Ok(conn)
     }
 
     /// Sends one command and reads its reply; an error reply is an `Err`
@@ -164,9 +170,14 @@ fn length(text: &str) -> Result<Option<usize>, String> {
     }
 }
 
-/// Opens a connection, sends one command and returns its reply.
-pub(crate) fn call<S: AsRef<[u8]>>(port: u16, args: &[S]) -> Result<Reply, String> {
-    Conn::open(port)?.call(args)
+/// Opens a connection (authenticated with `password` when there is one),
+/// sends one command and returns its reply.
+pub(crate) fn call<S: AsRef<[u8]>>(
+    port: u16,
+    password: Option<&str>,
+    args: &[S],
+) -> Result<Reply, String> {
+    Conn::open(port, password)?.call(args)
 }
 
 /// The value of `field` in an `INFO`-style reply (`field:value` lines).

@@ -1,6 +1,6 @@
 //! The high-availability guards against real processes: [`RedisCluster`]
 //! (start, slot hashing, failover, live migration) and [`RedisSentinel`]
-//! (start, failover by a crash and on request).
+//! (start, failover by a crash and on request), each also with a password.
 //!
 //! Clients here are `redis-cli` subprocesses (`-c` follows `MOVED` and
 //! `ASK`), so the guards are checked by a program that is not theirs. Every
@@ -13,12 +13,25 @@ use std::time::{Duration, Instant};
 
 use strata_cache_testkit::{RedisCluster, RedisSentinel};
 
+/// A password a URL must percent-encode and a configuration file must quote.
+const PASSWORD: &str = "p@ss w:rd";
+/// [`PASSWORD`] as the URLs carry it.
+const ENCODED: &str = "p%40ss%20w%3Ard";
+
 /// Runs `redis-cli -p <port> [-c] <args>` and returns its trimmed output.
 fn cli(port: u16, cluster: bool, args: &[&str]) -> String {
+    cli_as(None, port, cluster, args)
+}
+
+/// [`cli`] authenticated with `password` (in `REDISCLI_AUTH`), if any.
+fn cli_as(password: Option<&str>, port: u16, cluster: bool, args: &[&str]) -> String {
     let mut command = Command::new("redis-cli");
     command.arg("-p").arg(port.to_string());
     if cluster {
         command.arg("-c");
+    }
+    if let Some(password) = password {
+        command.env("REDISCLI_AUTH", password);
     }
     let output = command.args(args).output().expect("redis-cli runs");
     assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
@@ -28,10 +41,18 @@ fn cli(port: u16, cluster: bool, args: &[&str]) -> String {
 /// Feeds `script` (one command a line) to one `redis-cli` connection and
 /// returns its output lines.
 fn cli_script(port: u16, cluster: bool, script: &str) -> Vec<String> {
+    cli_script_as(None, port, cluster, script)
+}
+
+/// [`cli_script`] authenticated with `password`, if any.
+fn cli_script_as(password: Option<&str>, port: u16, cluster: bool, script: &str) -> Vec<String> {
     let mut command = Command::new("redis-cli");
     command.arg("-p").arg(port.to_string());
     if cluster {
         command.arg("-c");
+    }
+    if let Some(password) = password {
+        command.env("REDISCLI_AUTH", password);
     }
     let mut child = command
         .stdin(Stdio::piped())
@@ -49,6 +70,21 @@ fn cli_script(port: u16, cluster: bool, script: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// The first line a node answers to an unauthenticated `PING`.
+fn ping_unauthenticated(port: u16) -> String {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout");
+    (&stream).write_all(b"PING\r\n").expect("sends PING");
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .expect("answers PING");
+    line.trim().to_owned()
 }
 
 fn refuses_connections(port: u16) -> bool {
@@ -277,4 +313,133 @@ fn sentinel_fails_over_on_request() {
             "127.0.0.1:{port} outlived the guard"
         );
     }
+}
+
+#[test]
+fn a_password_protected_cluster_fails_over_restarts_and_migrates() {
+    let mut cluster = timed("RedisCluster::with_password", || {
+        RedisCluster::with_password(PASSWORD)
+    });
+    let auth = Some(PASSWORD);
+    let seeds: Vec<String> = cluster
+        .masters()
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    assert_eq!(
+        cluster.url(),
+        format!("redis+cluster://:{ENCODED}@{}", seeds.join(","))
+    );
+    for port in cluster.ports() {
+        let reply = ping_unauthenticated(port);
+        assert!(reply.starts_with("-NOAUTH"), "127.0.0.1:{port}: {reply}");
+    }
+
+    // A failover: the replica, which replicated with --masterauth, has the key.
+    let key = "survivor";
+    let slot = RedisCluster::slot_of(key);
+    let master = cluster.master_of_slot(slot);
+    let replies = cli_script_as(
+        auth,
+        master,
+        false,
+        &format!("SET {key} still-here\nWAIT 1 0\n"),
+    );
+    assert_eq!(replies, ["OK", "1"]);
+    let killed = timed("kill_master_of_slot (password)", || {
+        cluster.kill_master_of_slot(slot)
+    });
+    let promoted = cluster.master_of_slot(slot);
+    assert_ne!(promoted, killed);
+    assert_eq!(cli_as(auth, promoted, false, &["GET", key]), "still-here");
+    // Back as a replica: the guard waits for its link to the master, up only
+    // once it authenticated.
+    timed("RedisCluster::restart (password)", || {
+        cluster.restart(killed)
+    });
+    let role = cli_as(auth, killed, false, &["ROLE"]);
+    assert!(role.starts_with("slave"), "{role}");
+
+    // A migration: MIGRATE logs in to the target with the password.
+    let moving = RedisCluster::slot_of("{moving}");
+    let source = cluster.master_of_slot(moving);
+    let target = *cluster
+        .masters()
+        .iter()
+        .find(|&&port| port != source)
+        .expect("three masters");
+    let keys: String = (0..250)
+        .map(|i| format!("SET {{moving}}:{i} value-{i}\n"))
+        .collect();
+    let replies = cli_script_as(auth, source, false, &keys);
+    assert!(replies.iter().all(|reply| reply == "OK"), "{replies:?}");
+    timed("migrate_slots (password, 250 keys)", || {
+        cluster.migrate_slots(moving..=moving, target);
+    });
+    assert_eq!(cluster.master_of_slot(moving), target);
+    assert_eq!(
+        cli_as(auth, target, false, &["GET", "{moving}:249"]),
+        "value-249"
+    );
+    assert_eq!(
+        cli_as(
+            auth,
+            source,
+            false,
+            &["CLUSTER", "COUNTKEYSINSLOT", &moving.to_string()]
+        ),
+        "0"
+    );
+    // And through any node, following redirections.
+    assert_eq!(
+        cli_as(auth, killed, true, &["GET", "{moving}:0"]),
+        "value-0"
+    );
+}
+
+#[test]
+fn a_password_protected_sentinel_deployment_fails_over_and_restarts() {
+    let mut sentinel = timed("RedisSentinel::with_password", || {
+        RedisSentinel::with_password(PASSWORD)
+    });
+    let auth = Some(PASSWORD);
+    let sentinels: Vec<String> = sentinel
+        .sentinel_ports()
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    assert_eq!(
+        sentinel.url(),
+        format!("redis+sentinel://:{ENCODED}@{}/strata", sentinels.join(","))
+    );
+    // The data nodes want the password; the sentinels do not.
+    for port in sentinel.ports() {
+        let reply = ping_unauthenticated(port);
+        assert!(reply.starts_with("-NOAUTH"), "127.0.0.1:{port}: {reply}");
+    }
+    for port in sentinel.sentinel_ports() {
+        assert_eq!(ping_unauthenticated(port), "+PONG");
+    }
+    // The sentinels reached the replicas through the master's INFO, which
+    // takes `sentinel auth-pass`.
+    assert_eq!(sentinel.replica_ports().len(), 2);
+
+    let old = sentinel.master_port();
+    let new = timed("RedisSentinel::kill_master (password)", || {
+        sentinel.kill_master()
+    });
+    assert_ne!(new, old);
+    assert_eq!(
+        cli_as(auth, new, false, &["SET", "after-kill", "yes"]),
+        "OK"
+    );
+    timed("RedisSentinel::restart (password)", || {
+        sentinel.restart(old)
+    });
+    assert!(sentinel.replica_ports().contains(&old));
+
+    let newer = timed("RedisSentinel::failover (password)", || sentinel.failover());
+    assert_ne!(newer, new);
+    assert_eq!(sentinel.master_port(), newer);
+    assert_eq!(cli_as(auth, newer, false, &["GET", "after-kill"]), "yes");
 }

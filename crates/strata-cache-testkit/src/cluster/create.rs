@@ -1,23 +1,54 @@
-//! Forming a [`RedisCluster`]: the command line of its nodes, and `redis-cli
-//! --cluster create`, the operator's tool, rather than `CLUSTER MEET` and
-//! `CLUSTER ADDSLOTS` by hand: the cluster is built the way users build
-//! theirs, replica placement included.
+//! Forming a [`RedisCluster`]: starting its nodes, their command line, and
+//! `redis-cli --cluster create`, the operator's tool, rather than `CLUSTER
+//! MEET` and `CLUSTER ADDSLOTS` by hand: the cluster is built the way users
+//! build theirs, replica placement included.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::RedisCluster;
-use crate::node;
+use super::{MASTERS, RedisCluster, SETTLE_TIMEOUT};
+use crate::node::{self, Node};
 
 /// How long `redis-cli --cluster create` may take.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl RedisCluster {
+    /// Starts six nodes (with `password` when given), forms the cluster and
+    /// waits until it settles: [`new`](RedisCluster::new) and
+    /// [`with_password`](RedisCluster::with_password).
+    pub(super) fn start(password: Option<String>) -> Self {
+        let nodes = (0..MASTERS * 2)
+            .map(|_| {
+                Node::launch(
+                    "cluster node",
+                    2,
+                    |dir, ports| node_args(dir, ports, password.as_deref()),
+                    &[],
+                )
+            })
+            .collect();
+        let mut cluster = Self {
+            nodes,
+            seeds: Vec::new(),
+            password,
+        };
+        cluster.create();
+        let view = cluster.settle(SETTLE_TIMEOUT, "the new cluster to settle", true);
+        cluster.seeds = view
+            .entries()
+            .iter()
+            .filter(|entry| entry.is_master)
+            .map(|entry| entry.port)
+            .collect();
+        cluster.seeds.sort_unstable();
+        cluster
+    }
+
     /// Runs `redis-cli --cluster create` on the six fresh nodes.
     pub(super) fn create(&self) {
         let output = self.nodes[0].dir().join("cluster-create.log");
-        let outcome = run_cli_create(&output, &self.ports());
+        let outcome = run_cli_create(&output, &self.ports(), self.password());
         let printed = std::fs::read_to_string(&output).unwrap_or_default();
         if let Err(e) = outcome {
             self.fail(&format!(
@@ -28,9 +59,9 @@ impl RedisCluster {
 }
 
 /// The command line of a cluster node; `ports` holds its port and its bus
-/// port.
-pub(super) fn node_args(dir: &Path, ports: &[u16]) -> Vec<String> {
-    let mut args = node::data_node_args(dir, ports[0]);
+/// port. The cluster bus needs no password: nodes gossip unauthenticated.
+pub(super) fn node_args(dir: &Path, ports: &[u16], password: Option<&str>) -> Vec<String> {
+    let mut args = node::data_node_args(dir, ports[0], password);
     let nodes_conf = dir.join("nodes.conf");
     // A start that failed on a taken port may have written one for that port.
     let _ = std::fs::remove_file(&nodes_conf);
@@ -60,12 +91,18 @@ pub(super) fn node_args(dir: &Path, ports: &[u16]) -> Vec<String> {
 }
 
 /// `redis-cli --cluster create` with one replica per master, its output in
-/// `output`, killed after [`CREATE_TIMEOUT`].
-fn run_cli_create(output: &Path, ports: &[u16]) -> Result<(), String> {
+/// `output`, killed after [`CREATE_TIMEOUT`]. A `password` goes in
+/// `REDISCLI_AUTH` rather than `-a`: it stays off the process list, and
+/// redis-cli does not print its warning about `-a`.
+fn run_cli_create(output: &Path, ports: &[u16], password: Option<&str>) -> Result<(), String> {
     let file = std::fs::File::create(output)
         .and_then(|file| Ok((file.try_clone()?, file)))
         .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
-    let mut child = Command::new("redis-cli")
+    let mut command = Command::new("redis-cli");
+    if let Some(password) = password {
+        command.env("REDISCLI_AUTH", password);
+    }
+    let mut child = command
         .arg("--cluster")
         .arg("create")
         .args(ports.iter().map(|port| format!("127.0.0.1:{port}")))

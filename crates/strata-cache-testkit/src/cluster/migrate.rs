@@ -31,6 +31,9 @@ impl RedisCluster {
     /// 5000 REPLACE KEYS ...` until the source holds no key of the slot, then
     /// `CLUSTER SETSLOT <slot> NODE <target-id>` on the target, the source and
     /// every other master. Returns once every running node sees the new owner.
+    /// On a cluster [with a password](RedisCluster::with_password) every
+    /// connection authenticates, and `MIGRATE` carries `AUTH <password>`: the
+    /// source logs in to the target with it.
     ///
     /// It blocks (about a few milliseconds per slot plus up to a second for
     /// the replicas to hear of it); from async code call it through
@@ -72,7 +75,10 @@ impl RedisCluster {
             .map(|entry| entry.port)
             .filter(|&port| self.nodes.iter().any(|n| n.port() == port && n.is_live()))
             .collect();
-        let mut admin = Admin::default();
+        let mut admin = Admin {
+            conns: HashMap::new(),
+            password: self.password(),
+        };
         for slot in slots.clone() {
             let Some(from) = view.owner(slot) else {
                 self.fail(&format!("migrate_slots: no master serves slot {slot}"));
@@ -123,16 +129,17 @@ struct Step {
 
 /// One open connection per node, reopened after an error: a migration sends
 /// a dozen commands per slot, too many to open a connection for each.
-#[derive(Default)]
-struct Admin {
+struct Admin<'a> {
     conns: HashMap<u16, Conn>,
+    /// The nodes' password, if they require one.
+    password: Option<&'a str>,
 }
 
-impl Admin {
+impl Admin<'_> {
     fn call<S: AsRef<[u8]>>(&mut self, port: u16, args: &[S]) -> Result<Reply, String> {
         let mut conn = match self.conns.remove(&port) {
             Some(conn) => conn,
-            None => Conn::open(port)?,
+            None => Conn::open(port, self.password)?,
         };
         let reply = conn.call(args)?;
         // Kept only after a clean reply: after an error it may be out of step.
@@ -188,11 +195,17 @@ impl Admin {
             "0",
             MIGRATE_TIMEOUT_MS,
             "REPLACE",
-            "KEYS",
         ]
         .iter()
         .map(|arg| arg.as_bytes().to_vec())
         .collect();
+        // The source opens its own connection to the target, which wants the
+        // password as much as we do.
+        if let Some(password) = self.password {
+            args.push(b"AUTH".to_vec());
+            args.push(password.as_bytes().to_vec());
+        }
+        args.push(b"KEYS".to_vec());
         args.extend(keys);
         let mut last = String::new();
         for _ in 0..MIGRATE_ATTEMPTS {

@@ -8,6 +8,11 @@
 //! create`, as an operator would. A one-second node timeout makes failures
 //! detected, and replicas promoted, within a few seconds.
 //!
+//! [`RedisCluster::with_password`] protects the data with a password: every
+//! node requires it of clients and replicas send it to their masters; the
+//! guard's own commands, `redis-cli --cluster create` and `MIGRATE` between
+//! nodes authenticate with it, and [`RedisCluster::url`] carries it.
+//!
 //! The guard waits, after each of its operations, until every running node
 //! agrees on who serves which slot and reports `cluster_state:ok`, so a test
 //! starts from a settled cluster and a client sees one slot map. Admin
@@ -42,6 +47,10 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Needs `redis-server` and `redis-cli` 7.0 or later on `PATH`
 /// (`--cluster-port` is from 7.0).
 ///
+/// [`new`](Self::new) starts nodes anyone may use;
+/// [`with_password`](Self::with_password) starts nodes that require a
+/// password, for tests of a client's credentials.
+///
 /// # Example
 ///
 /// ```no_run
@@ -69,6 +78,8 @@ pub struct RedisCluster {
     nodes: Vec<Node>,
     /// The masters at creation: the seeds of [`url`](Self::url).
     seeds: Vec<u16>,
+    /// The password every node requires, if any.
+    password: Option<String>,
 }
 
 impl Default for RedisCluster {
@@ -88,35 +99,52 @@ impl RedisCluster {
     /// See [the type's docs](RedisCluster#panics).
     #[must_use]
     pub fn new() -> Self {
-        let nodes = (0..MASTERS * 2)
-            .map(|_| Node::launch("cluster node", 2, create::node_args, &[]))
-            .collect();
-        let mut cluster = Self {
-            nodes,
-            seeds: Vec::new(),
-        };
-        cluster.create();
-        let view = cluster.settle(SETTLE_TIMEOUT, "the new cluster to settle", true);
-        cluster.seeds = view
-            .entries()
-            .iter()
-            .filter(|entry| entry.is_master)
-            .map(|entry| entry.port)
-            .collect();
-        cluster.seeds.sort_unstable();
-        cluster
+        Self::start(None)
+    }
+
+    /// Like [`new`](Self::new), with every node protected by `password`: it
+    /// requires `AUTH <password>` of clients (`--requirepass`), and a replica
+    /// authenticates to its master with it (`--masterauth`). The guard's own
+    /// commands authenticate too, so failover, restart, pause and
+    /// [`migrate_slots`](Self::migrate_slots) work as without a password, and
+    /// [`url`](Self::url) carries it: `redis+cluster://:<password>@...`.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use strata_cache_testkit::RedisCluster;
+    ///
+    /// let cluster = RedisCluster::with_password("s3cret");
+    /// assert!(cluster.url().starts_with("redis+cluster://:s3cret@127.0.0.1:"));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `password` is empty or starts with `--`; otherwise see [the
+    /// type's docs](RedisCluster#panics).
+    #[must_use]
+    pub fn with_password(password: impl Into<String>) -> Self {
+        let password = password.into();
+        node::check_password("RedisCluster", &password);
+        Self::start(Some(password))
     }
 
     /// `redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p2>,127.0.0.1:<p3>`: the
     /// three masters at creation, as seeds. The list does not follow failovers
-    /// (a client tries the next seed when one is down).
+    /// (a client tries the next seed when one is down). With a
+    /// [password](Self::with_password), `redis+cluster://:<password>@...`,
+    /// the password percent-encoded.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .seeds
             .iter()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        format!(
+            "redis+cluster://{}{}",
+            node::url_credentials(self.password()),
+            seeds.join(",")
+        )
     }
 
     /// The ports of all six nodes, killed ones included, in creation order.
@@ -274,7 +302,7 @@ impl RedisCluster {
         let live: Vec<u16> = self.live_ports();
         let mut first: Option<(u16, Topology)> = None;
         for &port in &live {
-            let info = resp::call(port, &["CLUSTER", "INFO"])?.text()?;
+            let info = resp::call(port, self.password(), &["CLUSTER", "INFO"])?.text()?;
             for (field, want) in [
                 ("cluster_state", "ok"),
                 ("cluster_slots_assigned", "16384"),
@@ -285,7 +313,8 @@ impl RedisCluster {
                     return Err(format!("127.0.0.1:{port} reports {field}:{got:?}"));
                 }
             }
-            let view = Topology::parse(&resp::call(port, &["CLUSTER", "NODES"])?.text()?)?;
+            let nodes = resp::call(port, self.password(), &["CLUSTER", "NODES"])?.text()?;
+            let view = Topology::parse(&nodes)?;
             if let Some(failed) = view
                 .entries()
                 .iter()
@@ -300,7 +329,8 @@ impl RedisCluster {
                 .entry(port)
                 .ok_or_else(|| format!("127.0.0.1:{port} does not list itself in CLUSTER NODES"))?;
             if !me.is_master {
-                let replication = resp::call(port, &["INFO", "replication"])?.text()?;
+                let replication =
+                    resp::call(port, self.password(), &["INFO", "replication"])?.text()?;
                 let link = info_field(&replication, "master_link_status");
                 if link != Some("up") {
                     return Err(format!(
@@ -340,7 +370,7 @@ impl RedisCluster {
     fn view(&self) -> Topology {
         let mut errors = Vec::new();
         for port in self.live_ports() {
-            match resp::call(port, &["CLUSTER", "NODES"]).and_then(|r| r.text()) {
+            match resp::call(port, self.password(), &["CLUSTER", "NODES"]).and_then(|r| r.text()) {
                 Ok(text) => match Topology::parse(&text) {
                     Ok(view) => return view,
                     Err(e) => errors.push(e),
@@ -349,6 +379,11 @@ impl RedisCluster {
             }
         }
         self.fail(&format!("no node answered CLUSTER NODES: {errors:?}"))
+    }
+
+    /// The password of the guard's admin commands, if the nodes require one.
+    fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     fn live_ports(&self) -> Vec<u16> {

@@ -1,5 +1,8 @@
 //! What a sentinel says: the master's address, the replicas and the other
 //! sentinels it knows of, and the flags it gives them; and a node's `ROLE`.
+//!
+//! Sentinels never require a password (only the data nodes may): they are
+//! asked unauthenticated.
 
 use std::collections::HashMap;
 
@@ -8,7 +11,12 @@ use crate::resp::{self, Reply};
 
 /// The master's port according to one sentinel.
 pub(super) fn master_of(sentinel: u16) -> Result<u16, String> {
-    let addr = resp::call(sentinel, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE])?.array()?;
+    let addr = resp::call(
+        sentinel,
+        None,
+        &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE],
+    )?
+    .array()?;
     let port = addr.into_iter().nth(1).ok_or("an empty address")?.text()?;
     port.parse()
         .map_err(|_| format!("127.0.0.1:{sentinel} names a bad port {port:?}"))
@@ -16,7 +24,8 @@ pub(super) fn master_of(sentinel: u16) -> Result<u16, String> {
 
 /// The replicas one sentinel lists: (port, flags).
 pub(super) fn replicas_seen_by(sentinel: u16) -> Result<Vec<(u16, String)>, String> {
-    let replicas = fields(resp::call(sentinel, &["SENTINEL", "REPLICAS", SERVICE])?.array()?)?;
+    let replicas =
+        fields(resp::call(sentinel, None, &["SENTINEL", "REPLICAS", SERVICE])?.array()?)?;
     Ok(replicas
         .into_iter()
         .filter_map(|mut replica| {
@@ -54,7 +63,7 @@ pub(super) fn healthy(flags: &str) -> bool {
 
 /// The flags of each other sentinel one sentinel knows of.
 pub(super) fn peers_seen_by(sentinel: u16) -> Result<Vec<String>, String> {
-    let peers = fields(resp::call(sentinel, &["SENTINEL", "SENTINELS", SERVICE])?.array()?)?;
+    let peers = fields(resp::call(sentinel, None, &["SENTINEL", "SENTINELS", SERVICE])?.array()?)?;
     Ok(peers
         .into_iter()
         .map(|mut peer| peer.remove("flags").unwrap_or_default())
@@ -62,9 +71,9 @@ pub(super) fn peers_seen_by(sentinel: u16) -> Result<Vec<String>, String> {
 }
 
 /// The first element of a node's `ROLE` reply: `master`, `slave` or
-/// `sentinel`.
-pub(super) fn role_of(port: u16) -> Result<String, String> {
-    resp::call(port, &["ROLE"])?
+/// `sentinel`; asked with the data nodes' `password`, if any.
+pub(super) fn role_of(port: u16, password: Option<&str>) -> Result<String, String> {
+    resp::call(port, password, &["ROLE"])?
         .array()?
         .into_iter()
         .next()

@@ -8,13 +8,21 @@
 //! rewrites it on every change of the master). A one-second
 //! `down-after-milliseconds` makes a dead master noticed quickly; the guard
 //! waits, after each operation, until all sentinels agree on the master and
-//! that node answers as one. Admin commands go through [`crate::resp`]; what
-//! a sentinel says is read in `ask.rs`, the command lines are built in
-//! `config.rs`.
+//! that node answers as one.
+//!
+//! [`RedisSentinel::with_password`] protects the data nodes with a password:
+//! they require it of clients, replicas send it to their master, the
+//! sentinels send it to every data node (`sentinel auth-pass`), and
+//! [`RedisSentinel::url`] carries it. The sentinels themselves stay open, as
+//! clients ask them without credentials.
+//!
+//! Admin commands go through [`crate::resp`]; what a sentinel says is read in
+//! `ask.rs`, the command lines are built in `config.rs`.
 
 mod ask;
 mod config;
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::node::{self, Node};
@@ -37,6 +45,10 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A master, two replicas and three sentinels monitoring them as `strata`,
 /// on 127.0.0.1, every process killed when the guard drops (after a panic
 /// too).
+///
+/// [`new`](Self::new) starts data nodes anyone may use;
+/// [`with_password`](Self::with_password) starts data nodes that require a
+/// password, for tests of a client's credentials.
 ///
 /// # Example
 ///
@@ -62,6 +74,8 @@ pub struct RedisSentinel {
     /// The data nodes: the master at creation, then its replicas.
     data: Vec<Node>,
     sentinels: Vec<Node>,
+    /// The password the data nodes require, if any.
+    password: Option<String>,
 }
 
 impl Default for RedisSentinel {
@@ -80,21 +94,55 @@ impl RedisSentinel {
     /// See [the type's docs](RedisSentinel#panics).
     #[must_use]
     pub fn new() -> Self {
-        let master = Node::launch("data node", 1, config::data_args, &[]);
+        Self::start(None)
+    }
+
+    /// Like [`new`](Self::new), with the data nodes protected by `password`:
+    /// they require `AUTH <password>` of clients (`--requirepass`), replicas
+    /// authenticate to the master with it (`--masterauth`), and the sentinels
+    /// to every data node (`sentinel auth-pass strata <password>`). The
+    /// sentinels require no password. The guard's own commands authenticate
+    /// too, so failover, restart and pause work as without a password, and
+    /// [`url`](Self::url) carries it:
+    /// `redis+sentinel://:<password>@.../strata`, the password being the
+    /// data nodes'.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use strata_cache_testkit::RedisSentinel;
+    ///
+    /// let sentinel = RedisSentinel::with_password("s3cret");
+    /// assert!(sentinel.url().starts_with("redis+sentinel://:s3cret@127.0.0.1:"));
+    /// assert!(sentinel.url().ends_with("/strata"));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `password` is empty or starts with `--`; otherwise see [the
+    /// type's docs](RedisSentinel#panics).
+    #[must_use]
+    pub fn with_password(password: impl Into<String>) -> Self {
+        let password = password.into();
+        node::check_password("RedisSentinel", &password);
+        Self::start(Some(password))
+    }
+
+    fn start(password: Option<String>) -> Self {
+        let data_args =
+            |dir: &Path, ports: &[u16]| config::data_args(dir, ports, password.as_deref());
+        let master = Node::launch("data node", 1, data_args, &[]);
         let master_port = master.port();
-        let mut group = Self {
-            data: vec![master],
-            sentinels: Vec::new(),
-        };
+        let mut data = vec![master];
         for _ in 0..REPLICAS {
-            let node = Node::launch(
-                "data node",
-                1,
-                config::data_args,
-                &config::replicaof(master_port),
-            );
-            group.data.push(node);
+            let node = Node::launch("data node", 1, data_args, &config::replicaof(master_port));
+            data.push(node);
         }
+        let mut group = Self {
+            data,
+            sentinels: Vec::new(),
+            password,
+        };
         // Replicas first: a sentinel learns them from the master's INFO.
         group.settle("the replicas to sync", |group| {
             group.check_replication(master_port)
@@ -103,7 +151,9 @@ impl RedisSentinel {
             let sentinel = Node::launch(
                 "sentinel",
                 1,
-                |dir, ports| config::sentinel_args(dir, ports[0], master_port),
+                |dir, ports| {
+                    config::sentinel_args(dir, ports[0], master_port, group.password.as_deref())
+                },
                 &[],
             );
             group.sentinels.push(sentinel);
@@ -115,13 +165,20 @@ impl RedisSentinel {
     }
 
     /// `redis+sentinel://127.0.0.1:<s1>,127.0.0.1:<s2>,127.0.0.1:<s3>/strata`.
+    /// With a [password](Self::with_password),
+    /// `redis+sentinel://:<password>@.../strata`, the password
+    /// percent-encoded.
     pub fn url(&self) -> String {
         let sentinels: Vec<String> = self
             .sentinel_ports()
             .iter()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+sentinel://{}/{SERVICE}", sentinels.join(","))
+        format!(
+            "redis+sentinel://{}{}/{SERVICE}",
+            node::url_credentials(self.password.as_deref()),
+            sentinels.join(",")
+        )
     }
 
     /// The name the sentinels monitor the master under: `strata`.
@@ -223,7 +280,7 @@ impl RedisSentinel {
             if !asked {
                 // -NOGOODSLAVE while the sentinels still judge the replicas
                 // (after a restart, say): asked again on the next poll.
-                match resp::call(sentinel, &["SENTINEL", "FAILOVER", SERVICE]) {
+                match resp::call(sentinel, None, &["SENTINEL", "FAILOVER", SERVICE]) {
                     Ok(_) => asked = true,
                     Err(e) if e.contains("INPROG") => asked = true,
                     Err(e) => return Err(format!("SENTINEL FAILOVER: {e}")),
@@ -308,7 +365,7 @@ impl RedisSentinel {
         if master == old || named.iter().any(|&(_, m)| m != master) {
             return Err(format!("the sentinels name (sentinel, master) {named:?}"));
         }
-        match ask::role_of(master)? {
+        match ask::role_of(master, self.password.as_deref())? {
             role if role == "master" => Ok(master),
             role => Err(format!("127.0.0.1:{master} answers ROLE with {role}")),
         }
@@ -318,7 +375,8 @@ impl RedisSentinel {
     /// with `master` as its master.
     fn check_replication(&self, master: u16) -> Result<(), String> {
         for port in self.live_replicas(master) {
-            let info = resp::call(port, &["INFO", "replication"])?.text()?;
+            let info =
+                resp::call(port, self.password.as_deref(), &["INFO", "replication"])?.text()?;
             let want = master.to_string();
             let fields = [
                 ("role", "slave"),
