@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use strata_cache::{DistributedCache, EntryOptions, ErrorKind, HybridCache, HybridEntryOptions};
-use strata_cache_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
+use strata_cache_redis::{RedisCache, RedisCacheOptions};
 use strata_cache_testkit::{RedisCluster, RedisSentinel};
 
 /// The data nodes' password. Plain: what is under test is that it is sent,
@@ -37,14 +37,14 @@ const BOUND: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_with_password_passes_the_conformance_suite() {
-    let cluster = blocking(|| RedisCluster::with_password(PASSWORD)).await;
+    let cluster = common::blocking(|| RedisCluster::with_password(PASSWORD)).await;
     let cache = RedisCache::new(options(&cluster.url(), "cluster-conformance")).expect("valid");
     strata_cache_testkit::conformance::run_all(&cache).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_with_password_carries_a_set_to_the_other_instances_l1() {
-    let cluster = blocking(|| RedisCluster::with_password(PASSWORD)).await;
+    let cluster = common::blocking(|| RedisCluster::with_password(PASSWORD)).await;
     a_set_reaches_the_other_l1(&cluster.url(), "cluster-hybrid").await;
 }
 
@@ -52,7 +52,7 @@ async fn cluster_with_password_carries_a_set_to_the_other_instances_l1() {
 /// must get the password too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_nodes_found_from_one_seed_get_the_password() {
-    let cluster = blocking(|| RedisCluster::with_password(PASSWORD)).await;
+    let cluster = common::blocking(|| RedisCluster::with_password(PASSWORD)).await;
     let masters = cluster.masters();
     let seed = masters[0];
     let url = format!("redis+cluster://:{PASSWORD}@127.0.0.1:{seed}");
@@ -76,7 +76,7 @@ async fn cluster_nodes_found_from_one_seed_get_the_password() {
 /// I/O error, the nodes' WRONGPASS or NOAUTH only in its text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_refuses_a_wrong_or_missing_password_on_the_first_call() {
-    let cluster = blocking(|| RedisCluster::with_password(PASSWORD)).await;
+    let cluster = common::blocking(|| RedisCluster::with_password(PASSWORD)).await;
     assert_refused(&cluster.url()).await;
 }
 
@@ -84,7 +84,7 @@ async fn cluster_refuses_a_wrong_or_missing_password_on_the_first_call() {
 /// from the slot map, serves the slot from it with the password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_serves_a_killed_masters_slot_from_the_promoted_replica() {
-    let cluster = blocking(|| RedisCluster::with_password(PASSWORD)).await;
+    let cluster = common::blocking(|| RedisCluster::with_password(PASSWORD)).await;
     let options = options(&cluster.url(), "cluster-failover");
     let cache = RedisCache::new(&options).expect("valid options");
     let key = "victim";
@@ -93,7 +93,7 @@ async fn cluster_serves_a_killed_masters_slot_from_the_promoted_replica() {
     let before = Bytes::from_static(b"before");
     works(&cache, key, &before).await;
 
-    let (cluster, killed) = with(cluster, move |c| c.kill_master_of_slot(slot)).await;
+    let (cluster, killed) = common::with(cluster, move |c| c.kill_master_of_slot(slot)).await;
     let promoted = cluster.master_of_slot(slot);
     assert_ne!(promoted, killed);
     let after = Bytes::from_static(b"after the failover");
@@ -105,20 +105,20 @@ async fn cluster_serves_a_killed_masters_slot_from_the_promoted_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_with_password_passes_the_conformance_suite() {
-    let sentinel = blocking(|| RedisSentinel::with_password(PASSWORD)).await;
+    let sentinel = common::blocking(|| RedisSentinel::with_password(PASSWORD)).await;
     let cache = RedisCache::new(options(&sentinel.url(), "sentinel-conformance")).expect("valid");
     strata_cache_testkit::conformance::run_all(&cache).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_with_password_carries_a_set_to_the_other_instances_l1() {
-    let sentinel = blocking(|| RedisSentinel::with_password(PASSWORD)).await;
+    let sentinel = common::blocking(|| RedisSentinel::with_password(PASSWORD)).await;
     a_set_reaches_the_other_l1(&sentinel.url(), "sentinel-hybrid").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_refuses_a_wrong_or_missing_password_on_the_first_call() {
-    let sentinel = blocking(|| RedisSentinel::with_password(PASSWORD)).await;
+    let sentinel = common::blocking(|| RedisSentinel::with_password(PASSWORD)).await;
     assert_refused(&sentinel.url()).await;
 }
 
@@ -127,14 +127,14 @@ async fn sentinel_refuses_a_wrong_or_missing_password_on_the_first_call() {
 /// credentials).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_follows_a_killed_master_with_the_password() {
-    let sentinel = blocking(|| RedisSentinel::with_password(PASSWORD)).await;
+    let sentinel = common::blocking(|| RedisSentinel::with_password(PASSWORD)).await;
     let options = options(&sentinel.url(), "sentinel-failover");
     let cache = RedisCache::new(&options).expect("valid options");
     let key = "victim";
     let redis_key = format!("{}{key}", options.instance_name());
     works(&cache, key, &Bytes::from_static(b"before")).await;
 
-    let (_sentinel, new) = with(sentinel, RedisSentinel::kill_master).await;
+    let (_sentinel, new) = common::with(sentinel, RedisSentinel::kill_master).await;
     let after = Bytes::from_static(b"after the failover");
     works(&cache, key, &after).await;
     assert_eq!(data_on(new, &redis_key).await, Some(after.to_vec()));
@@ -147,18 +147,7 @@ async fn sentinel_follows_a_killed_master_with_the_password() {
 /// do it), so the other reads the new value.
 async fn a_set_reaches_the_other_l1(url: &str, name: &str) {
     let options = options(url, name);
-    let backplanes = [
-        RedisBackplane::new(&options).expect("valid options"),
-        RedisBackplane::new(&options).expect("valid options"),
-    ];
-    // A notice sent before the other side subscribed would be lost.
-    common::poll("both backplanes subscribe", BOUND, || async {
-        backplanes
-            .iter()
-            .all(RedisBackplane::is_connected)
-            .then_some(())
-    })
-    .await;
+    let backplanes = common::subscribed_backplanes(&options).await;
     let [a, b] = backplanes.map(|backplane| {
         HybridCache::builder()
             .distributed(RedisCache::new(&options).expect("valid options"))
@@ -290,31 +279,4 @@ fn entry_options() -> EntryOptions {
 /// An hour in L1 and L2: only a notice can make an instance drop its copy.
 fn hybrid_options() -> HybridEntryOptions {
     HybridEntryOptions::new().with_expiration(Duration::from_secs(3600))
-}
-
-/// Runs `f` on the blocking pool; its panic (a deployment's, with every
-/// node's log) becomes the test's.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("a blocking deployment call was cancelled: {e}"),
-    }
-}
-
-/// Runs a blocking operation on a deployment (a failover) on the blocking
-/// pool, and hands the deployment back.
-async fn with<D, T>(
-    mut deployment: D,
-    operation: impl FnOnce(&mut D) -> T + Send + 'static,
-) -> (D, T)
-where
-    D: Send + 'static,
-    T: Send + 'static,
-{
-    blocking(move || {
-        let value = operation(&mut deployment);
-        (deployment, value)
-    })
-    .await
 }

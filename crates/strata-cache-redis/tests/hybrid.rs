@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use strata_cache::{HybridCache, HybridEntryOptions};
-use strata_cache_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
+use strata_cache_redis::{RedisCache, RedisCacheOptions};
 
 /// How long a notice may take to reach the other instance.
 const BOUND: Duration = Duration::from_secs(10);
@@ -21,18 +21,7 @@ const BOUND: Duration = Duration::from_secs(10);
 async fn pair(name: &str) -> (HybridCache, HybridCache) {
     let options = RedisCacheOptions::new(common::shared_url())
         .with_instance_name(format!("{}:", common::unique(name)));
-    let backplanes = [
-        RedisBackplane::new(&options).expect("valid options"),
-        RedisBackplane::new(&options).expect("valid options"),
-    ];
-    // A notice sent before the other side subscribed would be lost.
-    common::poll("both backplanes subscribe", BOUND, || async {
-        backplanes
-            .iter()
-            .all(RedisBackplane::is_connected)
-            .then_some(())
-    })
-    .await;
+    let backplanes = common::subscribed_backplanes(&options).await;
     let [a, b] = backplanes.map(|backplane| {
         HybridCache::builder()
             .distributed(RedisCache::new(&options).expect("valid options"))

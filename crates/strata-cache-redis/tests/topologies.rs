@@ -51,7 +51,7 @@ const WORKERS: usize = 4;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_cluster_master_fails_fast_then_its_replica_serves() {
     let started = Instant::now();
-    let cluster = blocking(RedisCluster::new).await;
+    let cluster = common::blocking(RedisCluster::new).await;
     // With Redis' default (`yes`), every node refuses every command
     // (CLUSTERDOWN) from the moment the master is flagged FAIL until its
     // replica is promoted (the replica's election delay, most of a second):
@@ -88,7 +88,8 @@ async fn a_killed_cluster_master_fails_fast_then_its_replica_serves() {
     tokio::time::sleep(BEFORE_FAULT).await;
     let (victim_slot, victim) = (keys.slots[0], owners[0]);
     let killed_at = started.elapsed();
-    let (cluster, killed) = with(cluster, move |c| c.kill_master_of_slot(victim_slot)).await;
+    let (cluster, killed) =
+        common::with(cluster, move |c| c.kill_master_of_slot(victim_slot)).await;
     let promoted_at = started.elapsed();
     assert_eq!(killed, victim);
     let promoted = cluster.master_of_slot(victim_slot);
@@ -142,7 +143,7 @@ async fn slots_migrate_under_load_without_errors() {
     /// move (100 keys per MIGRATE): the traffic then meets ASK, not just MOVED.
     const FILLER: usize = 1000;
     let started = Instant::now();
-    let cluster = blocking(RedisCluster::new).await;
+    let cluster = common::blocking(RedisCluster::new).await;
     let options = options(&cluster.url(), "cluster-migrate");
     let cache = RedisCache::new(&options).expect("valid options");
     let source = cluster.master_of_slot(*MOVED.start());
@@ -159,7 +160,7 @@ async fn slots_migrate_under_load_without_errors() {
     let traffic = Traffic::start(&cache, &keys, started);
     tokio::time::sleep(BEFORE_FAULT).await;
     let migrating_at = started.elapsed();
-    let (cluster, ()) = with(cluster, move |c| c.migrate_slots(MOVED, target)).await;
+    let (cluster, ()) = common::with(cluster, move |c| c.migrate_slots(MOVED, target)).await;
     let migrated_at = started.elapsed();
     tokio::time::sleep(AFTER_PROMOTION).await;
     let report = traffic.stop().await;
@@ -200,7 +201,7 @@ async fn slots_migrate_under_load_without_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sharded_backplane_follows_its_channel_through_a_failover() {
     let started = Instant::now();
-    let cluster = blocking(RedisCluster::new).await;
+    let cluster = common::blocking(RedisCluster::new).await;
     let options = options(&cluster.url(), "cluster-backplane");
     let pair = Pair::new(&options, started).await;
     let channel = pair.channel.clone();
@@ -236,7 +237,7 @@ async fn the_sharded_backplane_follows_its_channel_through_a_failover() {
         "no notice before the kill"
     );
     let killed_at = started.elapsed();
-    let (cluster, killed) = with(cluster, move |c| c.kill_master_of_slot(slot)).await;
+    let (cluster, killed) = common::with(cluster, move |c| c.kill_master_of_slot(slot)).await;
     let promoted_at = started.elapsed();
     let promoted = cluster.master_of_slot(slot);
     assert_eq!(killed, owner);
@@ -267,7 +268,7 @@ async fn the_sharded_backplane_follows_its_channel_through_a_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sentinel_master_is_followed_by_cache_and_backplane() {
     let started = Instant::now();
-    let sentinel = blocking(RedisSentinel::new).await;
+    let sentinel = common::blocking(RedisSentinel::new).await;
     let options = options(&sentinel.url(), "sentinel-kill");
     let pair = Pair::new(&options, started).await;
     let cache = RedisCache::new(&options).expect("valid options");
@@ -283,7 +284,7 @@ async fn a_killed_sentinel_master_is_followed_by_cache_and_backplane() {
     tokio::time::sleep(BEFORE_FAULT).await;
     let old = sentinel.master_port();
     let killed_at = started.elapsed();
-    let (_sentinel, new) = with(sentinel, RedisSentinel::kill_master).await;
+    let (_sentinel, new) = common::with(sentinel, RedisSentinel::kill_master).await;
     let promoted_at = started.elapsed();
 
     let visible = pair.a_set_reaches_b_l1("probe").await;
@@ -321,7 +322,7 @@ async fn a_killed_sentinel_master_is_followed_by_cache_and_backplane() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_sentinel_failover_with_the_old_master_alive_is_followed() {
     let started = Instant::now();
-    let sentinel = blocking(RedisSentinel::new).await;
+    let sentinel = common::blocking(RedisSentinel::new).await;
     let options = options(&sentinel.url(), "sentinel-switch");
     let cache = RedisCache::new(&options).expect("valid options");
     let keys = Keys::spread(&options, 16);
@@ -331,7 +332,7 @@ async fn a_manual_sentinel_failover_with_the_old_master_alive_is_followed() {
     tokio::time::sleep(BEFORE_FAULT).await;
     let old = sentinel.master_port();
     let asked_at = started.elapsed();
-    let (_sentinel, new) = with(sentinel, RedisSentinel::failover).await;
+    let (_sentinel, new) = common::with(sentinel, RedisSentinel::failover).await;
     let switched_at = started.elapsed();
     assert_ne!(new, old);
 
@@ -407,33 +408,6 @@ fn options(url: &str, name: &str) -> RedisCacheOptions {
 /// Ten minutes in Redis: longer than any test.
 fn entry_options() -> EntryOptions {
     EntryOptions::new().with_relative_expiration(Duration::from_secs(600))
-}
-
-/// Runs `f` on the blocking pool; its panic (a deployment's, with every
-/// node's log) becomes the test's.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("a blocking deployment call was cancelled: {e}"),
-    }
-}
-
-/// Runs a blocking operation on a deployment (a failover, a migration) on
-/// the blocking pool, and hands the deployment back.
-async fn with<D, T>(
-    mut deployment: D,
-    operation: impl FnOnce(&mut D) -> T + Send + 'static,
-) -> (D, T)
-where
-    D: Send + 'static,
-    T: Send + 'static,
-{
-    blocking(move || {
-        let value = operation(&mut deployment);
-        (deployment, value)
-    })
-    .await
 }
 
 /// Waits until a write and a read succeed.

@@ -125,3 +125,54 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Two backplanes of one service on the deployment of `options`, both
+/// subscribed: a notice sent before the other side subscribed would be lost.
+pub async fn subscribed_backplanes(
+    options: &strata_cache_redis::RedisCacheOptions,
+) -> [strata_cache_redis::RedisBackplane; 2] {
+    use strata_cache_redis::RedisBackplane;
+    let backplanes = [
+        RedisBackplane::new(options).expect("valid options"),
+        RedisBackplane::new(options).expect("valid options"),
+    ];
+    poll(
+        "both backplanes subscribe",
+        Duration::from_secs(10),
+        || async {
+            backplanes
+                .iter()
+                .all(RedisBackplane::is_connected)
+                .then_some(())
+        },
+    )
+    .await;
+    backplanes
+}
+
+/// Runs `f` on the blocking pool (a deployment guard's start or failover);
+/// its panic, with every node's log, becomes the test's.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("a blocking deployment call was cancelled: {e}"),
+    }
+}
+
+/// Runs a blocking operation on a deployment (a failover, a migration) on
+/// the blocking pool, and hands the deployment back.
+pub async fn with<D, T>(
+    mut deployment: D,
+    operation: impl FnOnce(&mut D) -> T + Send + 'static,
+) -> (D, T)
+where
+    D: Send + 'static,
+    T: Send + 'static,
+{
+    blocking(move || {
+        let value = operation(&mut deployment);
+        (deployment, value)
+    })
+    .await
+}
