@@ -1,13 +1,14 @@
-//! One `redis-server` process of a multi-node deployment
-//! ([`RedisCluster`](crate::RedisCluster), [`RedisSentinel`](crate::RedisSentinel)),
-//! and the polling that waits for such a deployment to settle.
+//! One `redis-server` process, of a [`RedisServer`](crate::RedisServer) or
+//! of a multi-node deployment ([`RedisCluster`](crate::RedisCluster),
+//! [`RedisSentinel`](crate::RedisSentinel)), and the polling that waits for
+//! such a deployment to settle.
 //!
 //! A [`Node`] owns its process, its free port on 127.0.0.1 and its temporary
 //! directory (configuration, log, `nodes.conf`); it kills the process on drop,
 //! so a deployment whose start panics half-way leaves nothing behind. What the
 //! node is (cluster member, replica, sentinel) is its owner's business: the
-//! owner builds the command line. [`RedisServer`](crate::RedisServer) keeps its
-//! own process code, having a single-node API of its own (`stop`/`start`).
+//! owner builds the command line; [`RedisServer`](crate::RedisServer) is one
+//! such node with a single-server API (`stop`/`start`).
 
 use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, TcpListener};
@@ -99,6 +100,13 @@ impl Node {
     /// node is started.
     pub(crate) fn is_started(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// True while the process started last is alive (it may be paused).
+    pub(crate) fn is_alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// True when the node is started and not paused: it should answer.
