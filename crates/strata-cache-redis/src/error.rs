@@ -20,10 +20,14 @@ pub(crate) fn from_redis(err: RedisError, target: &str) -> Error {
         .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM"));
     // A cluster connection whose seeds all refused the credentials reports
     // one I/O error, the nodes' answers only in its text.
-    let text = err.to_string();
-    let refused = ["WRONGPASS", "NOAUTH"]
-        .into_iter()
-        .find(|code| err.code().is_none() && text.contains(code));
+    let refused = if err.code().is_none() && err.is_io_error() {
+        let text = err.to_string();
+        ["WRONGPASS", "NOAUTH"]
+            .into_iter()
+            .find(|code| text.contains(code))
+    } else {
+        None
+    };
     let code = if out_of_memory {
         "OOM"
     } else if let Some(code) = refused {

@@ -99,7 +99,8 @@ return 0
 
 /// Lua shared by the scripts that write an entry: `store(key, fields, ttl)`
 /// makes `key` a hash of exactly `fields` (name, value, ...) that expires
-/// after `ttl` milliseconds (`''`: never). It overwrites and then drops
+/// after `ttl` milliseconds (`''`: never); `store_entry` writes an entry in
+/// the layout, or a tombstone (the version alone) when `absexp` is `''`. It overwrites and then drops
 /// fields instead of deleting the key first: on a cluster, a script may not
 /// touch a key that is missing from a slot being migrated, and a key it
 /// deleted itself counts as missing. A key of another type is deleted.
@@ -117,6 +118,13 @@ local function store(key, fields, ttl)
   end
   if ttl ~= '' then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
 end
+local function store_entry(key, ver, absexp, sldexp, data, ttl)
+  if absexp == '' then
+    store(key, {'ver', ver}, ttl)
+  else
+    store(key, {'absexp', absexp, 'sldexp', sldexp, 'data', data, 'ver', ver}, ttl)
+  end
+end
 "
     };
 }
@@ -132,11 +140,7 @@ end
 pub const WRITE_SCRIPT: &str = concat!(
     store_lua!(),
     r"
-if ARGV[2] == '' then
-  store(KEYS[1], {'ver', ARGV[1]}, ARGV[5])
-else
-  store(KEYS[1], {'absexp', ARGV[2], 'sldexp', ARGV[3], 'data', ARGV[4], 'ver', ARGV[1]}, ARGV[5])
-end
+store_entry(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 "
 );
@@ -156,11 +160,7 @@ if ARGV[1] == '' then
 elseif redis.pcall('HGET', KEYS[1], 'ver') ~= ARGV[1] then
   return 0
 end
-if ARGV[3] == '' then
-  store(KEYS[1], {'ver', ARGV[2]}, ARGV[6])
-else
-  store(KEYS[1], {'absexp', ARGV[3], 'sldexp', ARGV[4], 'data', ARGV[5], 'ver', ARGV[2]}, ARGV[6])
-end
+store_entry(KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return 1
 "
 );

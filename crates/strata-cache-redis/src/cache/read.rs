@@ -162,13 +162,6 @@ impl RedisCache {
                 .arg(DATA_FIELD);
             cmd
         };
-        let mut pipe = redis::pipe();
-        // Each key's answer on its own: a key of another type fails its own
-        // `HMGET`, not the batch.
-        pipe.ignore_errors();
-        for key in &keys {
-            pipe.add_command(hmget(key));
-        }
         let now = ticks_of(SystemTime::now());
         let keys_ref = &keys;
         let answers = self
@@ -185,6 +178,13 @@ impl RedisCache {
                     }))
                     .await
                 } else {
+                    let mut pipe = redis::pipe();
+                    // Each key's answer on its own: a key of another type
+                    // fails its own `HMGET`, not the batch.
+                    pipe.ignore_errors();
+                    for key in keys_ref {
+                        pipe.add_command(hmget(key));
+                    }
                     pipe.query_async::<Vec<RedisResult<Fields>>>(&mut conn)
                         .await?
                 };

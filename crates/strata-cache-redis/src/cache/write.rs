@@ -58,7 +58,7 @@ impl RedisCache {
             .link
             .run("set", |mut conn| async move {
                 let result = if conn.is_cluster() {
-                    let cmd = write_cmd(script, &key, version, Some(fields), ttl);
+                    let cmd = entry_cmd(script, &key, None, version, Some(fields), ttl);
                     eval_sha::<()>(&mut conn, script, &cmd).await
                 } else {
                     entry(&key, version, &fields, ttl)
@@ -94,7 +94,7 @@ impl RedisCache {
             .run("remove", |mut conn| async move {
                 if conn.is_cluster() {
                     let ttl = Some(ttl_millis(TOMBSTONE_TTL));
-                    let cmd = write_cmd(script, key, version, None, ttl);
+                    let cmd = entry_cmd(script, key, None, version, None, ttl);
                     eval_sha::<()>(&mut conn, script, &cmd).await
                 } else {
                     tombstone(key, version).query_async::<()>(&mut conn).await
@@ -128,10 +128,11 @@ impl RedisCache {
             (Err(error), None) => return Err(error),
             (Err(error), Some(expected)) => {
                 // The write fails; the value it would have replaced goes.
-                let cmd = set_if_version_cmd(
+                let cmd = entry_cmd(
                     &self.inner.set_if_version_script,
                     &key,
-                    expected,
+                    Some(expected),
+                    new_version(),
                     None,
                     Some(ttl_millis(TOMBSTONE_TTL)),
                 );
@@ -155,10 +156,11 @@ impl RedisCache {
             sliding,
             value: &value,
         };
-        let cmd = set_if_version_cmd(
+        let cmd = entry_cmd(
             script,
             &key,
-            expected.as_deref().unwrap_or(""),
+            Some(expected.as_deref().unwrap_or("")),
+            new_version(),
             Some(fields),
             ttl,
         );
@@ -236,23 +238,25 @@ struct EntryFields<'a> {
     value: &'a Bytes,
 }
 
-/// The `EVALSHA` of [`SET_IF_VERSION_SCRIPT`](crate::layout::SET_IF_VERSION_SCRIPT): writes `fields` (a tombstone
-/// when `None`) with `ttl` milliseconds to live, if `key`'s version is
-/// `expected` (`""`: the key must not exist).
-fn set_if_version_cmd(
+/// The `EVALSHA` of an entry-writing script: [`WRITE_SCRIPT`](crate::layout::WRITE_SCRIPT)
+/// when `expected` is `None`, [`SET_IF_VERSION_SCRIPT`](crate::layout::SET_IF_VERSION_SCRIPT)
+/// (`expected` the version `key` must hold, `""`: none) otherwise. `key`
+/// gets `fields` (a tombstone when `None`) with `version`, for `ttl`
+/// milliseconds (for ever when `None`).
+fn entry_cmd(
     script: &Script,
     key: &str,
-    expected: &str,
+    expected: Option<&str>,
+    version: u64,
     fields: Option<EntryFields<'_>>,
     ttl: Option<u64>,
 ) -> Cmd {
     let mut cmd = Cmd::new();
-    cmd.arg("EVALSHA")
-        .arg(script.get_hash())
-        .arg(1)
-        .arg(key)
-        .arg(expected)
-        .arg(new_version());
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(1).arg(key);
+    if let Some(expected) = expected {
+        cmd.arg(expected);
+    }
+    cmd.arg(version);
     match fields {
         Some(fields) => cmd
             .arg(fields.absolute)
@@ -286,33 +290,6 @@ fn entry(key: &str, version: u64, fields: &EntryFields<'_>, ttl: Option<u64>) ->
         pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
     }
     pipe
-}
-
-/// The `EVALSHA` of [`WRITE_SCRIPT`](crate::layout::WRITE_SCRIPT): `key`
-/// holds `fields` (a tombstone when `None`) with `version`, for `ttl`
-/// milliseconds (for ever when `None`).
-fn write_cmd(
-    script: &Script,
-    key: &str,
-    version: u64,
-    fields: Option<EntryFields<'_>>,
-    ttl: Option<u64>,
-) -> Cmd {
-    let mut cmd = Cmd::new();
-    cmd.arg("EVALSHA")
-        .arg(script.get_hash())
-        .arg(1)
-        .arg(key)
-        .arg(version);
-    match fields {
-        Some(fields) => cmd
-            .arg(fields.absolute)
-            .arg(fields.sliding)
-            .arg(fields.value.as_ref()),
-        None => cmd.arg("").arg("").arg(""),
-    };
-    cmd.arg(ttl.map_or(String::new(), |t| t.to_string()));
-    cmd
 }
 
 /// The transaction of a removal: the key holds only `version`, for
