@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use strata_cache::{Backplane, DistributedCache, HybridCache, HybridEntryOptions};
 use strata_cache_redis::{RedisBackplane, RedisCache, RedisCacheOptions};
-use strata_cache_testkit::{RedisCluster, RedisServer};
+use strata_cache_testkit::{RedisCluster, RedisDeployment, Topology};
 
 const DEFAULT_ITERATIONS: usize = 2_000;
 const WARM_UP: usize = 100;
@@ -47,43 +47,23 @@ const INSTANCE_NAME: &str = "bench-invalidation:";
 /// A sample longer than this is a failure of the setup, not a figure.
 const GIVE_UP: Duration = Duration::from_secs(5);
 
-/// Where the two instances' Redis runs: the guard keeps it alive.
-enum Deployment {
-    Single(RedisServer),
-    Cluster(RedisCluster),
-}
-
-impl Deployment {
-    /// From `--topology single|cluster` (default single).
-    fn from_args() -> Self {
-        match arg("--topology").as_deref() {
-            None | Some("single") => Self::Single(RedisServer::new()),
-            Some("cluster") => Self::Cluster(RedisCluster::new()),
-            Some(other) => panic!("--topology takes single or cluster, not {other}"),
-        }
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Self::Single(server) => server.url(),
-            Self::Cluster(cluster) => cluster.url(),
-        }
-    }
-}
-
 fn main() {
     let iterations = arg("--iterations")
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_ITERATIONS);
-    let deployment = Deployment::from_args();
+    // `--topology single|cluster` (default single).
+    let topology = arg("--topology").map_or(Topology::Single, |name| {
+        name.parse()
+            .unwrap_or_else(|e: String| panic!("--topology: {e}"))
+    });
+    let deployment = RedisDeployment::start(topology);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a Tokio runtime");
     let samples = runtime.block_on(measure(&deployment.url(), iterations));
     match &deployment {
-        Deployment::Single(_) => report("", iterations, &samples),
-        Deployment::Cluster(cluster) => {
+        RedisDeployment::Cluster(cluster) => {
             report(
                 " on a Redis Cluster (3 masters + 3 replicas, sharded pub/sub)",
                 iterations,
@@ -91,6 +71,7 @@ fn main() {
             );
             report_cluster(cluster);
         }
+        _ => report("", iterations, &samples),
     }
 }
 

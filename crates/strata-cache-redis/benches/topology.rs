@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use strata_cache::{DistributedCache, EntryOptions};
 use strata_cache_redis::{RedisCache, RedisCacheOptions};
-use strata_cache_testkit::{RedisCluster, RedisServer};
+use strata_cache_testkit::{RedisDeployment, Topology};
 
 const KEYS: usize = 1_000;
 const VALUE_LEN: usize = 215;
@@ -47,21 +47,6 @@ const WORKERS: usize = 2;
 /// cluster client's slot map, the servers' first allocations.
 const WARM_UP: Duration = Duration::from_secs(1);
 const TOPOLOGIES: [Topology; 2] = [Topology::Single, Topology::Cluster];
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Topology {
-    Single,
-    Cluster,
-}
-
-impl Topology {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Single => "single",
-            Self::Cluster => "cluster",
-        }
-    }
-}
 
 /// Command-line knobs (cargo adds `--bench`, which is ignored).
 struct Args {
@@ -117,8 +102,7 @@ impl Round {
 
 fn main() {
     let args = Args::parse();
-    let server = RedisServer::new();
-    let cluster = RedisCluster::new();
+    let deployments = TOPOLOGIES.map(RedisDeployment::start);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .enable_all()
@@ -126,8 +110,8 @@ fn main() {
         .expect("a Tokio runtime");
     let keys: Arc<[String]> = (0..KEYS).map(|i| format!("item:{i}")).collect();
     let caches = runtime.block_on(async {
-        let single = connect(&server.url()).await;
-        let clustered = connect(&cluster.url()).await;
+        let single = connect(&deployments[0].url()).await;
+        let clustered = connect(&deployments[1].url()).await;
         for cache in [&single, &clustered] {
             preload(cache, &keys).await;
             run_round(cache, &keys, args.gets[0], WARM_UP, 0).await;

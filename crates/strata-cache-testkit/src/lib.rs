@@ -13,6 +13,9 @@
 //!   replicas, and a master with 2 replicas under 3 sentinels; with
 //!   failover, restart and (cluster) live slot migration on demand, and
 //!   (`with_password`) data nodes that require a password.
+//! - [`RedisDeployment`]: one of the three, chosen by [`Topology`] (also a
+//!   binary: `with-redis <single|cluster|sentinel> -- <command>` runs a
+//!   command against a throwaway one).
 //!
 //! - [`conformance::run_at_capacity`] and [`conformance::run_with_foreign`]:
 //!   the same checks on a cache small enough to fill, and where other
@@ -47,6 +50,7 @@
 // - server: RedisServer, a throwaway redis-server on a free port.
 // - cluster: RedisCluster, a throwaway 6-node Redis Cluster.
 // - sentinel: RedisSentinel, a throwaway master, replicas and sentinels.
+// - deployment: RedisDeployment and Topology, any of the three by name.
 // - node: one process of a cluster or sentinel deployment (crate-private).
 // - resp: the small synchronous RESP client of their admin commands
 //   (crate-private).
@@ -56,6 +60,7 @@ mod chaos_backplane;
 mod cluster;
 pub mod coherence;
 pub mod conformance;
+mod deployment;
 mod node;
 mod resp;
 mod sentinel;
@@ -64,6 +69,7 @@ mod server;
 pub use chaos::ChaosCache;
 pub use chaos_backplane::ChaosBackplane;
 pub use cluster::RedisCluster;
+pub use deployment::{RedisDeployment, Topology};
 pub use sentinel::RedisSentinel;
 pub use server::RedisServer;
 

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use strata_cache_testkit::coherence::hybrid::{self, Faults, Topology};
+use strata_cache_testkit::Topology;
+use strata_cache_testkit::coherence::hybrid::{self, Faults};
 use strata_cache_testkit::coherence::{Bounds, Config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

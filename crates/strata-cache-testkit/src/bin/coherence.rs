@@ -14,7 +14,8 @@
 
 use std::time::Duration;
 
-use strata_cache_testkit::coherence::hybrid::{self, Faults, Topology};
+use strata_cache_testkit::Topology;
+use strata_cache_testkit::coherence::hybrid::{self, Faults};
 use strata_cache_testkit::coherence::{Bounds, Config};
 
 fn main() {
@@ -41,12 +42,11 @@ fn main() {
             "--seed" => config.seed = number("--seed"),
             "--no-faults" => faults = Some(Faults::none()),
             "--topology" => {
-                topology = match args.next().as_deref() {
-                    Some("single") => Topology::Single,
-                    Some("cluster") => Topology::Cluster,
-                    Some("sentinel") => Topology::Sentinel,
-                    other => usage(&format!("unknown topology {other:?}")),
-                }
+                topology = args
+                    .next()
+                    .unwrap_or_default()
+                    .parse()
+                    .unwrap_or_else(|e: String| usage(&e));
             }
             "--only" => {
                 let name = args.next().unwrap_or_default();
@@ -97,7 +97,8 @@ fn main() {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "coherence: {problem}\nusage: coherence [--seconds N] [--instances N] [--keys N] \
-         [--readers N] [--writers N] [--seed N] [--no-faults | --only FAULT]"
+         [--readers N] [--writers N] [--seed N] [--topology single|cluster|sentinel] \
+         [--no-faults | --only FAULT]"
     );
     std::process::exit(2);
 }

@@ -14,33 +14,23 @@
 
 use std::process::{Command, ExitCode};
 
-use strata_cache_testkit::{RedisCluster, RedisSentinel, RedisServer};
+use strata_cache_testkit::{RedisDeployment, Topology};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (topology, command) = match args.as_slice() {
         [topology, dashes, command @ ..] if dashes == "--" && !command.is_empty() => {
-            (topology.as_str(), command)
+            (topology, command)
         }
         _ => return usage(),
     };
-    // The guards stop their processes when dropped, at the end of this
+    let Ok(topology) = topology.parse::<Topology>() else {
+        return usage();
+    };
+    // The deployment stops its processes when dropped, at the end of this
     // function, whatever the command's outcome.
-    let (url, _single, _cluster, _sentinel) = match topology {
-        "single" => {
-            let server = RedisServer::new();
-            (server.url(), Some(server), None, None)
-        }
-        "cluster" => {
-            let cluster = RedisCluster::new();
-            (cluster.url(), None, Some(cluster), None)
-        }
-        "sentinel" => {
-            let sentinel = RedisSentinel::new();
-            (sentinel.url(), None, None, Some(sentinel))
-        }
-        _ => return usage(),
-    };
+    let deployment = RedisDeployment::start(topology);
+    let url = deployment.url();
     eprintln!("with-redis: REDIS_URL={url}");
     let status = Command::new(&command[0])
         .args(&command[1..])

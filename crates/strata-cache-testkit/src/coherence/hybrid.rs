@@ -1,8 +1,8 @@
-//! [`HybridSubject`]: HybridCache instances on one real Redis deployment of
-//! their own (a [`RedisServer`], a [`RedisCluster`] or a [`RedisSentinel`]), each with its clock offset, its L2 behind a
-//! [`ChaosCache`] and its backplane behind a [`ChaosBackplane`], over an
-//! in-process source of truth; and [`run`], which drives the workload while a
-//! fault plan injects every fault in turn.
+//! [`HybridSubject`]: HybridCache instances on a Redis deployment of their
+//! own (a [`RedisDeployment`] of any [`Topology`]), each with its clock
+//! offset, its L2 behind a [`ChaosCache`] and its backplane behind a
+//! [`ChaosBackplane`], over an in-process source of truth; and [`run`], which
+//! drives the workload while a fault plan injects every fault in turn.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::{
     Ack, Bounds, Config, FaultKind, History, Random, Report, Subject, Write, run_workload,
 };
-use crate::{ChaosBackplane, ChaosCache, RedisCluster, RedisSentinel, RedisServer};
+use crate::{ChaosBackplane, ChaosCache, RedisDeployment, Topology};
 
 /// Bound on one Redis call of the instances, and their `l2_timeout`.
 const TIMEOUT: Duration = Duration::from_millis(250);
@@ -288,44 +288,11 @@ impl Faults {
     }
 }
 
-/// The Redis deployment a run uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topology {
-    /// One server ([`RedisServer`]).
-    Single,
-    /// Three masters and three replicas ([`RedisCluster`]).
-    Cluster,
-    /// A master, two replicas and three sentinels ([`RedisSentinel`]).
-    Sentinel,
-}
-
 /// A change to the deployment, run on a blocking thread; returns a port.
-type DeploymentChange = Box<dyn FnOnce(&mut Deployment) -> Option<u16> + Send>;
+type DeploymentChange = Box<dyn FnOnce(&mut RedisDeployment) -> Option<u16> + Send>;
 
-/// The running deployment, with the faults it can undergo.
-enum Deployment {
-    Single(RedisServer),
-    Cluster(RedisCluster),
-    Sentinel(RedisSentinel),
-}
-
-impl Deployment {
-    fn start(topology: Topology) -> Self {
-        match topology {
-            Topology::Single => Self::Single(RedisServer::new()),
-            Topology::Cluster => Self::Cluster(RedisCluster::new()),
-            Topology::Sentinel => Self::Sentinel(RedisSentinel::new()),
-        }
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Self::Single(server) => server.url(),
-            Self::Cluster(cluster) => cluster.url(),
-            Self::Sentinel(sentinel) => sentinel.url(),
-        }
-    }
-
+/// The faults a run's deployment can undergo.
+impl RedisDeployment {
     /// Freezes a master (the server, a random one of the cluster's, the
     /// sentinels' master); returns what [`Self::resume`] needs.
     fn pause(&mut self, random: u64) -> u16 {
@@ -418,7 +385,7 @@ pub async fn run_on(
     faults: Faults,
     bounds: Bounds,
 ) -> Report {
-    let deployment = tokio::task::spawn_blocking(move || Deployment::start(topology))
+    let deployment = tokio::task::spawn_blocking(move || RedisDeployment::start(topology))
         .await
         .expect("the deployment starts");
     let url = deployment.url();
@@ -447,7 +414,7 @@ pub async fn run_on(
 /// Injects the faults in turn until the run ends.
 async fn fault_plan(
     subject: Arc<HybridSubject>,
-    server: Arc<Mutex<Deployment>>,
+    server: Arc<Mutex<RedisDeployment>>,
     history: Arc<History>,
     config: Config,
     faults: Faults,
@@ -488,7 +455,7 @@ async fn fault_plan(
 /// Applies one fault for about `lasting`, then heals it.
 async fn inject(
     subject: &HybridSubject,
-    server: &Arc<Mutex<Deployment>>,
+    server: &Arc<Mutex<RedisDeployment>>,
     kind: FaultKind,
     lasting: Duration,
     random: &Random,
